@@ -1,0 +1,40 @@
+# The two commands a new user needs:  make book  and  make test.
+# Both create .venv and install the pinned requirements on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: book test bench clean lab help
+
+help:
+	@echo "make book   build the website into _build/html (executes every chapter)"
+	@echo "make test   run every test (library, chapters, book build, browser)"
+	@echo "make lab    open the chapters in JupyterLab"
+	@echo "make bench  print the speed and memory measurements"
+	@echo "make clean  remove the build and the execution cache"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_batchnorm.py
+	$(BIN)/python benchmarks/bench_book.py
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install jupyterlab
+	$(BIN)/jupyter lab chapters/
+
+clean:
+	rm -rf _build
