@@ -1,0 +1,121 @@
+"""Input validation shared by every ``bnlib`` module.
+
+Each check either returns a clean value or raises an error whose message says
+what was expected and what came, in the spirit of scikit-learn's messages.
+Nothing here modifies its argument.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def as_float_array(x, name="x"):
+    """Return ``x`` as a floating ndarray without copying when it already is one.
+
+    float32 and float64 keep their dtype; float16 becomes float32; integers and
+    booleans become float64. Anything else (complex, object, strings) is a
+    ``TypeError``.
+    """
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype == np.float16:
+            return arr.astype(np.float32)
+        if arr.dtype.itemsize > 8:
+            return arr.astype(np.float64)
+        return arr
+    if kind in "iub":
+        return arr.astype(np.float64)
+    raise TypeError(
+        f"{name} must be an array of real numbers (float32 or float64), "
+        f"got dtype {arr.dtype}"
+    )
+
+
+def check_finite(arr, name="x"):
+    """Raise ``ValueError`` if ``arr`` holds NaN or infinity."""
+    if not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"{name} must contain only finite values, got {bad} NaN or infinite "
+            f"value(s) in an array of shape {arr.shape}"
+        )
+
+
+def check_eps(eps, name="eps"):
+    """Return ``eps`` as a float after checking it is a finite number >= 0."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{name} must be a non-negative real number, got {eps!r}")
+    eps = float(eps)
+    if not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"{name} must be a non-negative finite number, got {eps!r}")
+    return eps
+
+
+def check_batch(x, name="x"):
+    """Validate a batch laid out as ``(N, C)`` or ``(N, C, *spatial)``.
+
+    Returns the array as float32/float64 (see :func:`as_float_array`).
+    """
+    arr = as_float_array(x, name)
+    if arr.ndim < 2:
+        raise ValueError(
+            f"Expected {name} with at least 2 dimensions, (N, C) or (N, C, *spatial), "
+            f"got a {arr.ndim}-D array of shape {arr.shape}. A single feature "
+            f"measured on N samples is x.reshape(-1, 1)."
+        )
+    check_finite(arr, name)
+    return arr
+
+
+def check_2d(x, name="x", min_samples=1, what="this operation"):
+    """Validate a data matrix of shape ``(n_samples, n_features)``."""
+    arr = as_float_array(x, name)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array {name} of shape (n_samples, n_features), got a "
+            f"{arr.ndim}-D array of shape {arr.shape}. Reshape a single feature "
+            f"with x.reshape(-1, 1) or a single sample with x.reshape(1, -1)."
+        )
+    if arr.shape[0] < min_samples:
+        raise ValueError(
+            f"{what} needs at least {min_samples} samples (rows of {name}), "
+            f"got {arr.shape[0]} in an array of shape {arr.shape}"
+        )
+    check_finite(arr, name)
+    return arr
+
+
+def values_per_channel(shape):
+    """Number of values each channel's statistics are computed over."""
+    n = shape[0]
+    for s in shape[2:]:
+        n *= s
+    return n
+
+
+def check_training_batch(shape):
+    """torch's rule: a channel needs more than one value for batch statistics."""
+    if values_per_channel(shape) < 2:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input of "
+            f"shape {tuple(shape)}"
+        )
+
+
+def check_param(p, name, num_channels, dtype):
+    """Validate a per-channel parameter (``gamma``, ``beta``, running stats).
+
+    Returns a 1-D array of length ``num_channels`` in ``dtype``.
+    """
+    arr = as_float_array(p, name)
+    if arr.shape != (num_channels,):
+        raise ValueError(
+            f"{name} must have shape (C,) = ({num_channels},), one entry per channel "
+            f"(axis 1 of x), got shape {arr.shape}"
+        )
+    check_finite(arr, name)
+    return arr.astype(dtype, copy=False)
