@@ -1,0 +1,73 @@
+"""Every chapter in the table of contents executes top to bottom and follows the book's rules."""
+
+import pathlib
+import re
+import time
+
+import jupytext
+import nbclient
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def toc_chapters():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = []
+    for part in toc.get("parts", []):
+        for entry in part.get("chapters", []):
+            if entry["file"].startswith("chapters/"):
+                files.append(ROOT / f"{entry['file']}.md")
+    return files
+
+
+CHAPTERS = toc_chapters()
+
+
+def test_every_chapter_file_is_in_the_toc():
+    on_disk = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md"))
+    assert sorted(CHAPTERS) == on_disk
+
+
+@pytest.fixture(scope="module", params=CHAPTERS, ids=lambda p: p.stem)
+def executed(request):
+    path = request.param
+    nb = jupytext.read(path)
+    start = time.perf_counter()
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+    return path, nb, time.perf_counter() - start
+
+
+def test_chapter_executes_without_errors(executed):
+    path, nb, seconds = executed
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+    print(f"{path.name}: executed in {seconds:.1f} s")
+
+
+def test_every_figure_has_a_caption(executed):
+    path, nb, _ = executed
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        has_png = any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        if has_png:
+            figure = cell.metadata.get("mystnb", {}).get("figure", {})
+            assert figure.get("caption"), f"{path.name}: cell {i} draws a figure without a caption"
+
+
+def test_chapter_structure(executed):
+    path, nb, _ = executed
+    text = path.read_text()
+    assert text.startswith("---\njupytext:"), f"{path.name}: needs the full jupytext header"
+    assert re.search(r"^\(\w[\w-]*\)=\s*\n# ", text, re.M), f"{path.name}: needs a label and a title"
+    assert re.search(r"learning goals|you will learn", text, re.I), f"{path.name}: no learning goals"
+    assert re.search(r"^## Summary", text, re.M), f"{path.name}: no Summary section"
+    n_exercises = len(re.findall(r"```\{exercise-start\}", text))
+    assert 2 <= n_exercises <= 4, f"{path.name}: has {n_exercises} exercises, expected 2 to 4"
+    assert len(re.findall(r"```\{solution-start\}", text)) == n_exercises
+    assert "{glue" in text, f"{path.name}: numbers in the prose must be glued from code"
