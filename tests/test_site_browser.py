@@ -1,0 +1,286 @@
+"""The built website in a real browser: headless Chromium driven through Selenium.
+
+Needs Debian's Chromium and its driver (``apt-get install chromium chromium-driver``; ``.ci/run``
+installs them) and ``selenium`` from PyPI. Without them these tests are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+    "--hide-scrollbars",
+]
+MARKER = 'class="bnlib-interactive"'
+INSTALL_HINT = "install it with: apt-get install chromium chromium-driver (Debian), as .ci/run does"
+
+# Console errors that are not ours and not about the page working offline.
+KNOWN_THIRD_PARTY_ERRORS = (
+    "THEBE_JS_URL",  # Jupyter Book 1 emits sphinx-thebe's config script twice: "already been declared"
+)
+
+
+def _find(*names):
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -r requirements.txt)")
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = _find("chromium", "chromium-browser", "google-chrome")
+    driver_path = _find("chromedriver")
+    if chromium is None:
+        pytest.skip(f"Chromium is not installed; {INSTALL_HINT}")
+    if driver_path is None:
+        pytest.skip(f"chromedriver is not installed; {INSTALL_HINT}")
+    profile = tempfile.mkdtemp(prefix="bnlib-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.page_load_strategy = "eager"  # offline: do not wait for CDN resources that never come
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(driver, path):
+    driver.get(path.resolve().as_uri())
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        ready = driver.execute_script(
+            "return document.readyState !== 'loading' && "
+            "Array.from(document.images).every(function(i){return i.complete;});"
+        )
+        if ready:
+            return
+        time.sleep(0.05)
+
+
+def png_array(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def our_js_errors(driver) -> list[str]:
+    errors = []
+    for entry in driver.get_log("browser"):
+        if entry["level"] != "SEVERE" or entry.get("source") != "javascript":
+            continue
+        if any(known in entry["message"] for known in KNOWN_THIRD_PARTY_ERRORS):
+            continue
+        errors.append(entry["message"])
+    return errors
+
+
+@pytest.fixture(scope="session")
+def interactive_pages(request, book):
+    """Built pages that contain a static interactive figure: the book's, else the template's."""
+    pages = [p for p in book.pages() if MARKER in p.read_text(encoding="utf-8")]
+    if not pages:
+        template = request.getfixturevalue("template_book")
+        assert template.returncode == 0, template.log[-3000:]
+        pages = [p for p in template.pages() if MARKER in p.read_text(encoding="utf-8")]
+    assert pages, "no page with an interactive figure to test"
+    return pages
+
+
+def test_intro_page_renders_to_a_non_blank_screenshot(browser, book):
+    if not (book.html / "index.html").is_file():
+        pytest.fail(f"the book build wrote no site (exit {book.returncode}):\n{book.log[-3000:]}")
+    root = book.docs[0]
+    open_page(browser, book.html / "index.html")
+    deadline = time.time() + 10  # index.html redirects to the root document
+    while not browser.current_url.endswith(f"/{root}.html") and time.time() < deadline:
+        time.sleep(0.05)
+    assert browser.current_url.endswith(f"/{root}.html"), browser.current_url
+    open_page(browser, book.html / f"{root}.html")
+    assert browser.find_element("css selector", "article h1").text.strip()
+    pixels = png_array(browser.get_screenshot_as_png())
+    assert pixels.shape[0] >= 600 and pixels.shape[1] >= 1000
+    background = np.median(pixels.reshape(-1, 3), axis=0)
+    inked = np.abs(pixels - background).sum(axis=2) > 60
+    assert inked.mean() > 0.01, f"only {inked.mean():.2%} of the screenshot differs from the background"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+    assert not our_js_errors(browser)
+
+
+def _move(driver, control):
+    """Change one control with the keyboard, as a reader would; return a key that undoes it."""
+    from selenium.webdriver.common.keys import Keys
+
+    kind = control.get_attribute("type") if control.tag_name == "input" else "select"
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", control)
+    assert driver.switch_to.active_element == control, "the control takes keyboard focus"
+    if kind == "range":
+        at_max = control.get_attribute("value") == control.get_attribute("max")
+        forward, back = (Keys.ARROW_LEFT, Keys.ARROW_RIGHT) if at_max else (Keys.ARROW_RIGHT, Keys.ARROW_LEFT)
+    elif kind == "checkbox":
+        forward = back = Keys.SPACE
+    else:
+        at_last = driver.execute_script("return arguments[0].selectedIndex === arguments[0].options.length - 1;", control)
+        forward, back = (Keys.ARROW_UP, Keys.ARROW_DOWN) if at_last else (Keys.ARROW_DOWN, Keys.ARROW_UP)
+    control.send_keys(forward)
+    return back
+
+
+def test_static_interactive_figures_respond_to_the_keyboard(browser, interactive_pages):
+    checked = 0
+    for page in interactive_pages:
+        open_page(browser, page)
+        figures = browser.find_elements("css selector", "div.bnlib-interactive")
+        assert figures, page
+        for figure in figures:
+            assert figure.get_attribute("data-ready") == "1", f"{page.name}: the figure's script did not run"
+            img = figure.find_element("css selector", "img.bnlib-frame")
+            controls = [
+                c
+                for c in figure.find_elements("css selector", "input, select")
+                if c.is_enabled()
+            ]
+            assert controls, f"{page.name}: an interactive figure without a usable control"
+            for control in controls:
+                cid = control.get_attribute("id")
+                label = figure.find_element("css selector", f'label[for="{cid}"]')
+                assert label.text.strip(), "every control is labelled"
+                readout = figure.find_element("css selector", f'output[for="{cid}"]')
+                frame0, src0, text0 = figure.get_attribute("data-frame"), img.get_attribute("src"), readout.text
+                shot0 = png_array(img.screenshot_as_png)
+
+                back = _move(browser, control)
+
+                frame1, src1, text1 = figure.get_attribute("data-frame"), img.get_attribute("src"), readout.text
+                assert frame1 != frame0, f"{page.name} #{cid}: the frame index did not change"
+                assert src1 != src0, f"{page.name} #{cid}: the picture did not change"
+                assert text1 != text0, f"{page.name} #{cid}: the value readout did not change"
+                shot1 = png_array(img.screenshot_as_png)
+                assert shot0.shape != shot1.shape or np.abs(shot0 - shot1).sum() > 0, "no visible change"
+
+                control.send_keys(back)
+                assert figure.get_attribute("data-frame") == frame0, "moving back restores the frame"
+                assert img.get_attribute("src") == src0
+                checked += 1
+        assert not our_js_errors(browser), f"{page.name}: JavaScript errors"
+    assert checked >= 1
+
+
+# --- the live rendering, in a real JupyterLab (runs only where JupyterLab is installed) ----------
+
+LIVE_CELL = """import numpy as np
+from bnlib import viz
+def draw(fig, a, dashed):
+    ax = fig.subplots()
+    x = np.linspace(-3, 3, 200)
+    ax.plot(x, np.tanh(a * x), ls='--' if dashed else '-')
+h = viz.interactive_figure(draw, {'a': [0.5, 1.0, 2.0, 4.0], 'dashed': [False, True]})"""
+
+
+@pytest.fixture
+def jupyterlab_server(tmp_path):
+    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (make lab installs it)")
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(LIVE_CELL)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "live.ipynb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--allow-root"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("JupyterLab did not start")
+                time.sleep(0.3)
+        yield f"{base}/lab/tree/live.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _wait_for(driver, css, timeout=90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = driver.find_elements("css selector", css)
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"nothing matches {css!r} after {timeout:.0f} s")
+
+
+def _wait_change(read, old, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if read() != old:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_live_widget_redraws_in_jupyterlab(browser, jupyterlab_server):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(jupyterlab_server)
+    _wait_for(browser, ".jp-Notebook .jp-CodeCell .cm-content")
+    time.sleep(3)  # let the notebook settle (it re-renders) and the kernel connect
+    _wait_for(browser, ".jp-Notebook .jp-CodeCell .cm-content")[0].click()
+    ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+    img = _wait_for(browser, ".jp-OutputArea-output .widget-image")[0]
+    # the front end chose the live widget, not the static frames of the same output
+    assert not browser.find_elements("css selector", ".jp-OutputArea-output .bnlib-interactive")
+    assert img.size["width"] == 640, "shown at its natural size"
+    src = img.get_attribute("src")
+    handle = _wait_for(browser, ".jp-OutputArea-output .noUi-handle")[0]
+    handle.click()
+    handle.send_keys(Keys.ARROW_RIGHT)
+    assert _wait_change(lambda: img.get_attribute("src"), src), "moving the slider did not redraw"
+    src = img.get_attribute("src")
+    browser.find_element("css selector", ".jp-OutputArea-output input[type=checkbox]").click()
+    assert _wait_change(lambda: img.get_attribute("src"), src), "the checkbox did not redraw"
