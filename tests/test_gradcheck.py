@@ -1,0 +1,88 @@
+"""Central differences and the relative error used to compare gradients."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from bnlib.gradcheck import numerical_gradient, relative_error
+
+
+def test_numerical_gradient_of_a_square():
+    x = np.array([[1.0, -2.0, 0.5], [3.0, 0.0, -1.5]])
+    dout = np.array([[1.0, 2.0, -1.0], [0.5, 1.0, 3.0]])
+    assert_allclose(numerical_gradient(lambda z: z**2, x, dout), 2 * x * dout, rtol=1e-9, atol=1e-12)
+
+
+def test_numerical_gradient_of_sine():
+    x = np.linspace(-3.0, 3.0, 13)
+    dout = np.random.default_rng(0).normal(size=13)
+    grad = numerical_gradient(np.sin, x, dout)
+    assert relative_error(grad, np.cos(x) * dout) < 1e-8
+
+
+def test_numerical_gradient_of_a_reduction():
+    # f maps (2, 3) to (3,): the column sums of x times its first row
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    dout = np.array([1.0, -1.0, 2.0])
+    grad = numerical_gradient(lambda z: z.sum(axis=0) * z[0], x, dout)
+    expected = np.array([dout * (x.sum(axis=0) + x[0]), dout * x[0]])
+    assert_allclose(grad, expected, rtol=1e-9)
+
+
+def test_numerical_gradient_does_not_modify_x_and_returns_float64():
+    x = np.array([0.3, -1.2, 2.0], dtype=np.float32)
+    original = x.copy()
+    seen = []
+
+    def f(z):
+        seen.append(z)
+        return z**3
+
+    grad = numerical_gradient(f, x, np.ones(3))
+    assert_array_equal(x, original)
+    assert grad.dtype == np.float64
+    assert_allclose(grad, 3 * x.astype(np.float64) ** 2, rtol=1e-6)
+    # f gets a fresh array on every call, so keeping or mutating it is harmless
+    assert len({id(z) for z in seen}) == len(seen) == 6
+
+
+def test_numerical_gradient_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="f must be callable"):
+        numerical_gradient(3.0, np.ones(2), np.ones(2))
+    with pytest.raises(ValueError, match="h must be a positive step"):
+        numerical_gradient(np.sin, np.ones(2), np.ones(2), h=0.0)
+    with pytest.raises(TypeError, match="x must be an array of real numbers"):
+        numerical_gradient(np.sin, np.ones(2, dtype=complex), np.ones(2))
+
+
+def test_numerical_gradient_rejects_dout_of_another_shape():
+    # no silent broadcasting of dout against f(x)
+    with pytest.raises(ValueError, match=r"dout must have the shape of f\(x\), \(3,\), got shape \(\)"):
+        numerical_gradient(np.sin, np.ones(3), 1.0)
+    with pytest.raises(ValueError, match=r"dout must have the shape of f\(x\), \(\), got shape \(3,\)"):
+        numerical_gradient(np.sum, np.ones(3), np.ones(3))
+    grad = numerical_gradient(np.sum, np.arange(3.0), np.float64(2.0))
+    assert_allclose(grad, [2.0, 2.0, 2.0])
+
+
+def test_relative_error_basic_cases():
+    assert relative_error([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
+    assert relative_error([1.0], [3.0]) == pytest.approx(0.5)
+    # elementwise: the small entry's error dominates
+    assert relative_error([100.0, 1e-3], [100.0, 2e-3]) == pytest.approx(1e-3 / 3e-3)
+    # the 1e-8 floor: tiny absolute differences between near-zeros stay small
+    assert relative_error([0.0], [1e-12]) == pytest.approx(1e-4)
+    assert relative_error(np.array([]), np.array([])) == 0.0
+    assert isinstance(relative_error([1.0], [2.0]), float)
+
+
+def test_relative_error_is_symmetric():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=10), rng.normal(size=10)
+    assert relative_error(a, b) == relative_error(b, a)
+
+
+def test_relative_error_rejects_a_shape_mismatch():
+    with pytest.raises(ValueError, match=r"a and b must have the same shape, got \(3,\) and \(3, 1\)"):
+        relative_error(np.ones(3), np.ones((3, 1)))
