@@ -24,23 +24,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations, batchnorm, scaling, whitening
+from . import activations, batchnorm, gradcheck, init, linreg, mlp, scaling, whitening
 
 __all__ = [
     "CheckResult",
     "compare",
+    # chapter 1
     "check_center",
     "check_standardize",
     "check_min_max_scale",
+    "check_per_feature_rates",
+    # chapter 2
     "check_covariance",
     "check_zca_whiten",
+    "check_cholesky_whiten",
+    # chapter 3
+    "check_sigmoid_grad",
+    "check_dense_backward",
+    "check_lecun_normal",
+    # chapters 4-8
     "check_batchnorm_forward",
     "check_batchnorm_backward",
+    "check_linear_bn_backward",
+    "check_inference_backward",
     "check_batchnorm_inference",
     "check_update_running_stats",
     "check_population_statistics",
     "check_fold_batchnorm",
-    "check_sigmoid_grad",
+    # chapter 9
+    "check_steps_to_reach",
+    "check_bn_output_std",
+    # chapter 10
+    "check_quadratic_probe",
 ]
 
 
@@ -109,6 +124,21 @@ def _describe_difference(name, got, expected, rtol, atol):
     )
 
 
+def _describe_args(args):
+    """The shapes of a case's arguments, never their values (that would give answers away)."""
+    parts = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            parts.append(f"array {a.shape}")
+        elif isinstance(a, (list, tuple)) and a and all(isinstance(v, np.ndarray) for v in a):
+            parts.append(f"{len(a)} arrays {a[0].shape}")
+        elif a is None or isinstance(a, (int, float, str, tuple)):
+            parts.append(repr(a))
+        else:
+            parts.append(type(a).__name__)
+    return ", ".join(parts)
+
+
 def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rtol=1e-6, atol=1e-8, verbose=True):
     """Run ``user_fn`` and ``reference_fn`` on every case and report the first mismatch.
 
@@ -134,7 +164,10 @@ def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rto
     Notes
     -----
     The reader's function gets copies of the arguments; if it modifies them, that
-    is reported too, since every function in ``bnlib`` is pure.
+    is reported too, since every function in ``bnlib`` is pure. A mismatch names
+    the case, the shapes of its inputs, the output, and where and how far it is
+    off, never the expected values. ``NotImplementedError`` (an exercise's
+    placeholder) is reported as "not written yet".
     """
     n_outputs = len(output_names)
     message = f"{name}: passed all {len(cases)} cases."
@@ -142,12 +175,15 @@ def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rto
     for index, (description, args) in enumerate(cases, start=1):
         expected = _as_tuple(reference_fn(*_copy(args)), n_outputs)
         user_args = _copy(args)
-        where = f"case {index} of {len(cases)} ({description})"
+        where = f"case {index} of {len(cases)} ({description}; inputs: {_describe_args(args)})"
         try:
             got = user_fn(*user_args)
             got = _as_tuple(got, n_outputs)
         except _Mismatch as exc:
             message, passed = f"{name}: {where}: {exc}.", False
+            break
+        except NotImplementedError:
+            message, passed = f"{name}: not written yet (your function raised NotImplementedError).", False
             break
         except Exception as exc:  # the reader's code raised: say so, do not hide it
             message, passed = f"{name}: {where}: your function raised {type(exc).__name__}: {exc}", False
@@ -194,9 +230,57 @@ def check_standardize(fn, verbose=True):
 
 
 def check_min_max_scale(fn, verbose=True):
-    """Check a reader's ``min_max_scale(x)`` (to [0, 1] per column) against :func:`bnlib.min_max_scale`."""
-    cases = [c for c in _matrix_cases(2) if c[0] != "one sample"]
+    """Check a reader's ``min_max_scale(x, feature_range)`` against :func:`bnlib.min_max_scale`.
+
+    ``feature_range`` is a pair ``(low, high)``; every case passes it, including
+    the default ``(0.0, 1.0)``. A constant column must map to ``low``.
+    """
+    rng = _rng(2)
+    cases = [
+        ("10 samples, 3 features, range (0, 1)", (rng.normal(2.0, 3.0, size=(10, 3)), (0.0, 1.0))),
+        ("2 samples, 1 feature, range (-1, 1)", (rng.normal(size=(2, 1)), (-1.0, 1.0))),
+        ("features on very different scales, range (0, 1)",
+         (rng.normal(size=(50, 4)) * np.array([1e-3, 1.0, 1e3, 1e5]), (0.0, 1.0))),
+        ("a negative range (-3, -1)", (rng.uniform(0, 10, size=(8, 2)), (-3.0, -1.0))),
+        ("a common offset of 1e4, range (5, 10)", (rng.normal(size=(20, 2)) + 1e4, (5.0, 10.0))),
+    ]
+    constant = rng.normal(size=(6, 3))
+    constant[:, 1] = 4.2
+    cases.append(("a constant column (it maps to low), range (-1, 1)", (constant, (-1.0, 1.0))))
     return compare(fn, scaling.min_max_scale, cases, name="check_min_max_scale", verbose=verbose)
+
+
+def check_per_feature_rates(fn, verbose=True):
+    """Check ``fn(x, y, lr, n_steps)``: gradient descent with one learning rate per weight.
+
+    The reader's function runs gradient descent on the least-squares loss from
+    ``w = 0`` on centred, unscaled features ``x``, updating weight ``j`` with the
+    rate ``lr / sigma_j**2`` (``sigma_j`` the biased standard deviation of column
+    ``j``), and returns the whole path, shape ``(n_steps + 1, n_features)``. The
+    reference runs plain gradient descent on the standardised features and maps
+    the path back to the unscaled weights.
+    """
+
+    def reference(x, y, lr, n_steps):
+        sigma = x.std(axis=0)
+        path = linreg.gradient_descent(scaling.standardize(x), y, lr, n_steps)
+        return path.weights / sigma
+
+    rng = _rng(11)
+    cases = []
+    for description, n, scales, lr, n_steps in [
+        ("50 samples, 3 features on scales 0.1 to 10, 20 steps", 50, [0.1, 1.0, 10.0], 0.3, 20),
+        ("scales 1e-3 and 1e3, 10 steps", 40, [1e-3, 1e3], 0.5, 10),
+        ("one feature, 5 steps", 30, [3.0], 0.9, 5),
+        ("a single step", 20, [2.0, 0.5], 0.1, 1),
+        ("no step at all: the path is the start only", 10, [1.0, 4.0], 0.1, 0),
+    ]:
+        x = rng.normal(size=(n, len(scales))) * np.asarray(scales)
+        x = x - x.mean(axis=0)  # centred, as in the chapter
+        y = x @ rng.normal(size=len(scales)) + rng.normal(size=n)
+        cases.append((description, (x, y, lr, n_steps)))
+    return compare(fn, reference, cases, name="check_per_feature_rates", output_names=("path",),
+                   rtol=1e-6, atol=1e-9, verbose=verbose)
 
 
 def check_covariance(fn, verbose=True):
@@ -205,15 +289,43 @@ def check_covariance(fn, verbose=True):
     return compare(fn, whitening.covariance, cases, name="check_covariance", rtol=1e-6, atol=1e-6, verbose=verbose)
 
 
-def check_zca_whiten(fn, verbose=True):
-    """Check a reader's ``zca_whiten(x, eps)`` against :func:`bnlib.zca_whiten`."""
-    rng = _rng(4)
+def _whitening_inputs(seed):
+    """Correlated clouds of several shapes, well enough conditioned for exact comparison."""
+    rng = _rng(seed)
     mixing = np.array([[2.0, 0.0, 0.0], [1.5, 0.5, 0.0], [0.3, -0.2, 1.0]])
-    cases = [
-        ("200 correlated samples, 3 features", (rng.normal(size=(200, 3)) @ mixing.T, 1e-5)),
-        ("2 features, eps=0.1", (rng.normal(size=(50, 2)) * [1.0, 5.0], 0.1)),
+    return [
+        ("200 correlated samples, 3 features", rng.normal(size=(200, 3)) @ mixing.T),
+        ("50 samples, 2 features on different scales", rng.normal(size=(50, 2)) * [1.0, 5.0]),
+        ("one feature", rng.normal(2.0, 3.0, size=(30, 1))),
+        ("12 samples, 4 features", rng.normal(size=(12, 4)) @ rng.normal(size=(4, 4)) + 3.0),
+        ("a common offset of 1e3", rng.normal(size=(40, 2)) @ mixing[:2, :2].T + 1e3),
     ]
+
+
+def check_zca_whiten(fn, verbose=True):
+    """Check a reader's ``zca_whiten(x, eps)`` against :func:`bnlib.zca_whiten`.
+
+    ``eps`` is passed as the second positional argument (``1e-5`` in most
+    cases, ``0.1`` in one, where forgetting it shows).
+    """
+    cases = [(d, (x, 1e-5)) for d, x in _whitening_inputs(4)]
+    cases[1] = (cases[1][0] + ", eps=0.1", (cases[1][1][0], 0.1))
     return compare(fn, whitening.zca_whiten, cases, name="check_zca_whiten", rtol=1e-5, atol=1e-6, verbose=verbose)
+
+
+def check_cholesky_whiten(fn, verbose=True):
+    """Check a reader's ``cholesky_whiten(x)`` (``eps = 0``): ``(x - mean) @ L^{-T}``, ``Sigma = L L^T``.
+
+    The reference is :func:`bnlib.whitening_matrix` with ``method="cholesky"``
+    and ``eps=0``, applied to ``x``.
+    """
+
+    def reference(x):
+        w, mean = whitening.whitening_matrix(x, "cholesky", eps=0.0)
+        return (x - mean) @ w.T
+
+    cases = [(d, (x,)) for d, x in _whitening_inputs(12)]
+    return compare(fn, reference, cases, name="check_cholesky_whiten", rtol=1e-6, atol=1e-7, verbose=verbose)
 
 
 def _bn_cases(seed):
@@ -272,6 +384,70 @@ def check_batchnorm_backward(fn, verbose=True):
     )
 
 
+def _linear_bn_backward_reference(dy, x, weight, bias, gamma, beta, eps):
+    x_lin = x @ weight.T + bias
+    _, cache = batchnorm.batchnorm_forward(x_lin, gamma, beta, eps=eps)
+    dx_lin, dgamma, dbeta = batchnorm.batchnorm_backward(dy, cache)
+    return dx_lin.T @ x, dx_lin.sum(axis=0), dgamma, dbeta
+
+
+def check_linear_bn_backward(fn, verbose=True):
+    """Check ``fn(dy, x, weight, bias, gamma, beta, eps) -> (d_weight, d_bias, d_gamma, d_beta)``.
+
+    The layer is ``y = BN(x W^T + b)`` in training mode, ``weight`` of shape
+    ``(out, in)``; the reference chains :func:`bnlib.batchnorm_backward` with the
+    linear layer's gradients.
+    """
+    rng = _rng(13)
+    cases = []
+    for description, n, d_in, d_out, bias_scale in [
+        ("16 samples, 5 -> 3", 16, 5, 3, 1.0),
+        ("the smallest batch, 2 samples", 2, 4, 2, 1.0),
+        ("a large bias", 32, 6, 4, 1e3),
+        ("one output feature", 10, 3, 1, 1.0),
+        ("one input feature", 8, 1, 3, 1.0),
+    ]:
+        args = (
+            rng.normal(size=(n, d_out)), rng.normal(1.0, 2.0, size=(n, d_in)), rng.normal(size=(d_out, d_in)),
+            bias_scale * rng.normal(size=d_out), rng.normal(1.0, 0.5, size=d_out), rng.normal(size=d_out), 1e-5,
+        )
+        cases.append((description, args))
+    return compare(
+        fn, _linear_bn_backward_reference, cases, name="check_linear_bn_backward",
+        output_names=("d_weight", "d_bias", "d_gamma", "d_beta"), verbose=verbose,
+    )
+
+
+def check_inference_backward(fn, verbose=True):
+    """Check ``fn(dy, gamma, running_var, eps) -> dx`` for BN at inference.
+
+    The reference is a central difference of :func:`bnlib.batchnorm_inference`
+    (fixed statistics), so it does not depend on any backward formula.
+    """
+    rng = _rng(14)
+    cases = []
+    for description, shape in [
+        ("(6, 3) batch", (6, 3)),
+        ("a single example", (1, 4)),
+        ("(2, 3, 4, 4) images", (2, 3, 4, 4)),
+        ("(3, 2, 5) sequences", (3, 2, 5)),
+    ]:
+        c = shape[1]
+        cases.append((description, (rng.normal(size=shape), rng.normal(size=c), rng.uniform(0.1, 3.0, size=c), 1e-5)))
+
+    def reference(dy, gamma, running_var, eps):
+        # inference-mode BN is affine in x, so its gradient is the same at every x, mean and beta
+        zeros = np.zeros_like(gamma)
+
+        def forward(v):
+            return batchnorm.batchnorm_inference(v, gamma, zeros, zeros, running_var, eps)
+
+        return gradcheck.numerical_gradient(forward, np.zeros_like(dy), dy)
+
+    return compare(fn, reference, cases, name="check_inference_backward", output_names=("dx",),
+                   rtol=1e-6, atol=1e-8, verbose=verbose)
+
+
 def check_batchnorm_inference(fn, verbose=True):
     """Check a reader's ``batchnorm_inference(x, gamma, beta, running_mean, running_var, eps)``."""
     rng = _rng(7)
@@ -326,3 +502,132 @@ def check_sigmoid_grad(fn, verbose=True):
         ("large magnitudes", (np.array([-50.0, -10.0, 10.0, 50.0]),)),
     ]
     return compare(fn, activations.sigmoid_grad, cases, name="check_sigmoid_grad", atol=1e-10, verbose=verbose)
+
+
+def check_dense_backward(fn, verbose=True):
+    """Check ``fn(dout, x, weight, bias, activation) -> (dx, dweight, dbias)``.
+
+    One dense layer ``h = f(x W^T + b)`` with ``weight`` of shape ``(out, in)``
+    and ``activation`` one of ``"tanh"``, ``"sigmoid"``, ``"relu"``; the
+    reference is :func:`bnlib.mlp.mlp_backward` on a one-layer network.
+    """
+
+    def reference(dout, x, weight, bias, activation):
+        _, cache = mlp.mlp_forward(x, [mlp.Layer(weight, bias)], output_activation=activation)
+        grads = mlp.mlp_backward(dout, cache)
+        return grads.x, grads.params[0].weight, grads.params[0].bias
+
+    rng = _rng(15)
+    cases = []
+    for activation, n, fan_in, fan_out in [("tanh", 8, 5, 3), ("sigmoid", 1, 4, 2), ("relu", 6, 3, 7), ("tanh", 4, 1, 1)]:
+        args = (rng.normal(size=(n, fan_out)), rng.normal(size=(n, fan_in)), rng.normal(size=(fan_out, fan_in)),
+                rng.normal(size=fan_out), activation)
+        cases.append((f"{activation}, batch {n}, {fan_in} -> {fan_out}", args))
+    return compare(fn, reference, cases, name="check_dense_backward", output_names=("dx", "dweight", "dbias"),
+                   rtol=1e-7, atol=1e-10, verbose=verbose)
+
+
+def check_lecun_normal(fn, verbose=True):
+    """Check ``fn(fan_in, fan_out, rng)``: weights of shape ``(fan_out, fan_in)`` from ``N(0, 1/fan_in)``.
+
+    The reader draws with ``rng.standard_normal``; the reference is
+    :func:`bnlib.init.gaussian` with the same seed, so the two must agree draw
+    for draw.
+    """
+
+    def reader(fan_in, fan_out, seed):
+        return fn(fan_in, fan_out, np.random.default_rng(seed))
+
+    def reference(fan_in, fan_out, seed):
+        return init.gaussian((fan_out, fan_in), 1 / np.sqrt(fan_in), np.random.default_rng(seed))
+
+    cases = [("256 -> 256", (256, 256, 1)), ("3 -> 5", (3, 5, 2)), ("1 -> 1", (1, 1, 3)), ("784 -> 10", (784, 10, 4))]
+    return compare(reader, reference, cases, name="check_lecun_normal", output_names=("weight",), verbose=verbose)
+
+
+def _first_step_reaching(eval_steps, values, threshold):
+    # as bnlib.experiments.steps_to_reach on a History (numpy here: no torch in the checks)
+    hits = np.flatnonzero(np.asarray(values) >= threshold)
+    return int(eval_steps[hits[0]]) if hits.size else None
+
+
+def check_steps_to_reach(fn, verbose=True):
+    """Check ``fn(eval_steps, values, threshold)``: the first step whose value is >= threshold.
+
+    ``values`` is a metric measured at ``eval_steps`` (two 1-D arrays of the same
+    length); the answer is an ``int``, or ``None`` when the threshold is never
+    reached (compared as -1). Same rule as ``bnlib.experiments.steps_to_reach``.
+    """
+
+    def as_array(f):
+        def wrapped(*args):
+            result = f(*args)
+            return np.array(-1 if result is None else result)
+
+        return wrapped
+
+    rng = _rng(17)
+    steps = np.arange(0, 500, 25)
+    rising = np.sort(rng.uniform(0, 1, steps.size))
+    cases = [
+        ("rising curve", (steps, rising, 0.5)),
+        ("never reached (expects None)", (steps, rising, 1.5)),
+        ("reached at the first evaluation", (steps, rising, -1.0)),
+        ("noisy curve: the first time counts", (steps, rng.uniform(0, 1, steps.size), 0.9)),
+        ("a value exactly at the threshold", (steps, np.r_[rising[:-1], 0.97], 0.97)),
+        ("uneven evaluation steps", (np.array([0, 10, 30, 70, 150]), np.array([0.1, 0.4, 0.3, 0.8, 0.9]), 0.35)),
+    ]
+    return compare(as_array(fn), as_array(_first_step_reaching), cases, name="check_steps_to_reach",
+                   output_names=("step",), verbose=verbose)
+
+
+def check_bn_output_std(fn, verbose=True):
+    """Check ``fn(v, eps)``: the standard deviation of BN's output for features of batch variance ``v``.
+
+    With ``gamma = 1`` and ``beta = 0``, in training mode. The reference normalises
+    batches whose variance is exactly ``v`` with :func:`bnlib.batchnorm_forward`
+    and measures the output's standard deviation.
+    """
+    rng = _rng(18)
+    variances = np.logspace(-9, 2, 12)
+
+    def reference(v, eps):
+        z = rng.normal(size=(1000, v.size))
+        x = (z - z.mean(axis=0)) / z.std(axis=0) * np.sqrt(v)  # batch variance exactly v
+        return batchnorm.batchnorm_forward(x, np.ones(v.size), np.zeros(v.size), eps=eps)[0].std(axis=0)
+
+    cases = [(f"eps={eps:g}", (variances, eps)) for eps in (1e-5, 1e-3, 0.0)]
+    cases.append(("a single variance", (np.array([2e-6]), 1e-5)))
+    return compare(fn, reference, cases, name="check_bn_output_std", rtol=1e-6, atol=1e-8, verbose=verbose)
+
+
+def _quadratic_probe_reference(a, w, etas):
+    # Santurkar et al.'s measurements along g = grad L(w) for L(w) = w^T a w / 2, as
+    # bnlib.landscape.probe_gradient_direction defines them (numpy here: no torch in the checks).
+    g = a @ w
+    g_norm = np.linalg.norm(g)
+    points = [w] + [w - eta * g for eta in etas]
+    losses = np.array([0.5 * p @ a @ p for p in points])
+    distances = np.array([np.linalg.norm(g - a @ p) for p in points[1:]])
+    beta = float(np.max(distances / (etas * g_norm))) if g_norm > 0 else 0.0
+    return float(np.ptp(losses)), float(np.max(distances)), beta
+
+
+def check_quadratic_probe(fn, verbose=True):
+    """Check ``fn(a, w, etas) -> (loss_range, gradient_predictiveness, beta_smoothness)``.
+
+    On the quadratic ``L(w) = w^T a w / 2`` (``a`` symmetric positive definite) and
+    along ``g = a w``: the range of the loss over ``w`` and ``w - eta g`` for every
+    ``eta`` in ``etas``, the largest change of the gradient ``max ||grad L(w) -
+    grad L(w - eta g)||``, and the effective beta-smoothness, the largest
+    ``||grad L(w) - grad L(w - eta g)|| / (eta ||g||)``; as
+    ``bnlib.landscape.probe_gradient_direction`` measures them on a network.
+    """
+    rng = _rng(16)
+    cases = []
+    for description, size in [("2 weights", 2), ("6 weights", 6), ("1 weight", 1)]:
+        q, _ = np.linalg.qr(rng.normal(size=(size, size)))
+        a = q @ np.diag(rng.uniform(0.1, 10.0, size)) @ q.T
+        cases.append((description, (a, rng.normal(size=size), np.array([0.01, 0.05, 0.2]))))
+    return compare(fn, _quadratic_probe_reference, cases, name="check_quadratic_probe",
+                   output_names=("loss_range", "gradient_predictiveness", "beta_smoothness"), verbose=verbose)
