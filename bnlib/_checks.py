@@ -35,6 +35,17 @@ def as_float_array(x, name="x"):
     )
 
 
+def check_float_dtype(dtype):
+    """Return ``np.dtype(dtype)`` after checking it is float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
 def check_finite(arr, name="x"):
     """Raise ``ValueError`` if ``arr`` holds NaN or infinity."""
     if not np.isfinite(arr).all():

@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._checks import check_float_dtype
+
 __all__ = [
     "Dataset",
     "load_digits",
@@ -64,14 +66,6 @@ class Dataset(NamedTuple):
     y_test: np.ndarray
 
 
-def _check_float_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 # --------------------------------------------------------------------------------------
@@ -202,7 +196,7 @@ def load_digits(test_fraction=0.25, seed=0, dtype=np.float32):
     >>> x_train.dtype, y_train.dtype
     (dtype('float32'), dtype('int64'))
     """
-    dt = _check_float_dtype(dtype)
+    dt = check_float_dtype(dtype)
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real):
         raise TypeError(
             f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}"
@@ -544,7 +538,7 @@ def load_mnist(root="data/mnist", download=False, dtype=np.float32):
     works offline. MNIST is by Yann LeCun and Corinna Cortes (with Christopher
     Burges), CC BY-SA 3.0.
     """
-    dt = _check_float_dtype(dtype)
+    dt = check_float_dtype(dtype)
     if download:
         download_mnist(root)
     directory = Path(root)

@@ -13,6 +13,8 @@ import numbers
 
 import numpy as np
 
+from ._checks import check_float_dtype
+
 __all__ = ["zeros", "gaussian", "xavier_normal", "xavier_uniform", "he_normal"]
 
 
@@ -25,14 +27,6 @@ def _check_rng(rng):
     return rng
 
 
-def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def _check_shape(shape):
@@ -98,7 +92,7 @@ def zeros(shape, dtype=np.float64):
     array([[0., 0., 0.],
            [0., 0., 0.]])
     """
-    return np.zeros(_check_shape(shape), dtype=_check_dtype(dtype))
+    return np.zeros(_check_shape(shape), dtype=check_float_dtype(dtype))
 
 
 def gaussian(shape, std, rng, dtype=np.float64):
@@ -134,7 +128,7 @@ def gaussian(shape, std, rng, dtype=np.float64):
     shape = _check_shape(shape)
     std = _check_scale(std, "std")
     rng = _check_rng(rng)
-    dtype = _check_dtype(dtype)
+    dtype = check_float_dtype(dtype)
     return rng.standard_normal(shape, dtype=dtype) * dtype.type(std)
 
 
@@ -218,7 +212,7 @@ def xavier_uniform(fan_in, fan_out, rng, gain=1.0, dtype=np.float64):
     fan_out = _check_fan(fan_out, "fan_out")
     gain = _check_scale(gain, "gain")
     rng = _check_rng(rng)
-    dtype = _check_dtype(dtype)
+    dtype = check_float_dtype(dtype)
     bound = gain * np.sqrt(6.0 / (fan_in + fan_out))
     u = rng.random((fan_out, fan_in), dtype=dtype)
     return (2 * u - 1) * dtype.type(bound)

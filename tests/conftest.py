@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,3 +141,59 @@ def template_book(tmp_path_factory) -> BookBuild:
 def check_links():
     """The scripts/check_links.py module."""
     return load_script("check_links")
+
+
+# --- headless Chromium, shared by the browser tests ----------------------------------------------
+
+CHROMIUM_INSTALL_HINT = "install it with: apt-get install chromium chromium-driver (Debian), as .ci/run does"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+    "--hide-scrollbars",
+]
+
+
+def _which(*names):
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@contextlib.contextmanager
+def chromium_driver(extra_flags=(), logging_prefs=None, page_load_strategy=None, prefix="bnlib-chromium-"):
+    """A Selenium driver for Debian's headless Chromium, or ``pytest.skip`` saying how to install it."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -r requirements.txt)")
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = _which("chromium", "chromium-browser", "google-chrome")
+    driver_path = _which("chromedriver")
+    if chromium is None:
+        pytest.skip(f"Chromium is not installed; {CHROMIUM_INSTALL_HINT}")
+    if driver_path is None:
+        pytest.skip(f"chromedriver is not installed; {CHROMIUM_INSTALL_HINT}")
+    profile = tempfile.mkdtemp(prefix=prefix)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    if logging_prefs:
+        options.set_capability("goog:loggingPrefs", logging_prefs)
+    if page_load_strategy:
+        options.page_load_strategy = page_load_strategy
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, toc_documents
+from conftest import ROOT, chromium_driver, toc_documents
 
-INSTALL_HINT = "install it with: apt-get install chromium chromium-driver (Debian), as .ci/run does"
 REMOTE = re.compile(r"^\s*(?:https?:)?//", re.I)
 CSS_URL = re.compile(r"""@import\s+(?:url\()?\s*['"]?([^'")\s;]+)|url\(\s*['"]?([^'")]+)""", re.I)
 
@@ -117,47 +114,17 @@ def test_the_static_scan_finds_remote_resources(tmp_path):
 # --- the browser, offline ------------------------------------------------------------------------
 
 
-def _find(*names):
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.fixture(scope="module")
 def offline_browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -r requirements.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = _find("chromium", "chromium-browser", "google-chrome")
-    driver_path = _find("chromedriver")
-    if chromium is None:
-        pytest.skip(f"Chromium is not installed; {INSTALL_HINT}")
-    if driver_path is None:
-        pytest.skip(f"chromedriver is not installed; {INSTALL_HINT}")
-    profile = tempfile.mkdtemp(prefix="bnlib-offline-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1280,1000", f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP * ~NOTFOUND",  # no name resolves: nothing can leave the machine
-    ]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(30)
-    driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd(
-        "Network.emulateNetworkConditions",
-        {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
-    )
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    flags = ["--host-resolver-rules=MAP * ~NOTFOUND"]  # no name resolves: nothing can leave the machine
+    with chromium_driver(flags, {"performance": "ALL", "browser": "ALL"}, prefix="bnlib-offline-") as driver:
+        driver.set_script_timeout(30)
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd(
+            "Network.emulateNetworkConditions",
+            {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+        )
+        yield driver
 
 
 WAIT_FOR_MATHJAX = """

@@ -7,29 +7,15 @@ installs them) and ``selenium`` from PyPI. Without them these tests are skipped,
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 import time
 
 import numpy as np
 import pytest
 
+from conftest import chromium_driver
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1000",
-    "--hide-scrollbars",
-]
+
 MARKER = 'class="bnlib-interactive"'
-INSTALL_HINT = "install it with: apt-get install chromium chromium-driver (Debian), as .ci/run does"
 
 # Console errors that are not ours and not about the page working offline.
 KNOWN_THIRD_PARTY_ERRORS = (
@@ -37,37 +23,11 @@ KNOWN_THIRD_PARTY_ERRORS = (
 )
 
 
-def _find(*names):
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.fixture(scope="session")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -r requirements.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = _find("chromium", "chromium-browser", "google-chrome")
-    driver_path = _find("chromedriver")
-    if chromium is None:
-        pytest.skip(f"Chromium is not installed; {INSTALL_HINT}")
-    if driver_path is None:
-        pytest.skip(f"chromedriver is not installed; {INSTALL_HINT}")
-    profile = tempfile.mkdtemp(prefix="bnlib-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.page_load_strategy = "eager"  # offline: do not wait for CDN resources that never come
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    # offline: do not wait for CDN resources that never come
+    with chromium_driver(logging_prefs={"browser": "ALL"}, page_load_strategy="eager") as driver:
+        yield driver
 
 
 def open_page(driver, path):
