@@ -305,5 +305,9 @@ def test_live_auto_picks_frames_for_a_slow_draw():
         time.sleep(0.12)
         fig.subplots().plot([0, k])
 
+    def borderline(fig, k):  # fast enough to draw, too slow once the widget's round trip is added
+        time.sleep(0.06)
+
     assert viz.InteractiveFigure(slow, {"k": [1, 2]}).live == "frames"
+    assert viz.InteractiveFigure(borderline, {"k": [1, 2]}).live == "frames"
     assert viz.InteractiveFigure(lambda fig, k: None, {"k": [1, 2]}).live == "redraw"
