@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import check_float_dtype
+from ._checks import check_eps, check_float_dtype
 
 __all__ = ["zeros", "gaussian", "xavier_normal", "xavier_uniform", "he_normal"]
 
@@ -56,13 +56,6 @@ def _check_fan(fan, name):
     return int(fan)
 
 
-def _check_scale(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a non-negative real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
-    return value
 
 
 def zeros(shape, dtype=np.float64):
@@ -126,7 +119,7 @@ def gaussian(shape, std, rng, dtype=np.float64):
     (3, 4)
     """
     shape = _check_shape(shape)
-    std = _check_scale(std, "std")
+    std = check_eps(std, "std")
     rng = _check_rng(rng)
     dtype = check_float_dtype(dtype)
     return rng.standard_normal(shape, dtype=dtype) * dtype.type(std)
@@ -168,7 +161,7 @@ def xavier_normal(fan_in, fan_out, rng, gain=1.0, dtype=np.float64):
     """
     fan_in = _check_fan(fan_in, "fan_in")
     fan_out = _check_fan(fan_out, "fan_out")
-    gain = _check_scale(gain, "gain")
+    gain = check_eps(gain, "gain")
     std = gain * np.sqrt(2.0 / (fan_in + fan_out))
     return gaussian((fan_out, fan_in), std, rng, dtype=dtype)
 
@@ -210,7 +203,7 @@ def xavier_uniform(fan_in, fan_out, rng, gain=1.0, dtype=np.float64):
     """
     fan_in = _check_fan(fan_in, "fan_in")
     fan_out = _check_fan(fan_out, "fan_out")
-    gain = _check_scale(gain, "gain")
+    gain = check_eps(gain, "gain")
     rng = _check_rng(rng)
     dtype = check_float_dtype(dtype)
     bound = gain * np.sqrt(6.0 / (fan_in + fan_out))

@@ -7,22 +7,12 @@ import time
 import jupytext
 import nbclient
 import pytest
-import yaml
+
+from conftest import toc_documents
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def toc_chapters():
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = []
-    for part in toc.get("parts", []):
-        for entry in part.get("chapters", []):
-            if entry["file"].startswith("chapters/"):
-                files.append(ROOT / f"{entry['file']}.md")
-    return files
-
-
-CHAPTERS = toc_chapters()
+CHAPTERS = [ROOT / f"{doc}.md" for doc in toc_documents(ROOT / "_toc.yml") if doc.startswith("chapters/")]
 
 
 def test_every_chapter_file_is_in_the_toc():
