@@ -67,6 +67,7 @@ __all__ = [
     "Control",
     "InteractiveFigure",
     "interactive_figure",
+    "glue_numbers",
 ]
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with the common
@@ -654,3 +655,22 @@ cfg.controls.forEach(function(c){var el=document.getElementById(c.id);
 el.addEventListener("input",update);el.addEventListener("change",update);});
 root.setAttribute("data-frame",cfg["default"]);
 })();"""
+
+
+def glue_numbers(values: Mapping[str, Any], prefix: str) -> None:
+    """Hand computed numbers to the chapter's prose, as ``{glue:text}`<prefix>-<name>```.
+
+    NumPy scalars become plain ``int``/``float`` (myst-nb's format specs such as
+    ``:.3f`` do not apply to their ``np.float64(...)`` repr); strings pass through.
+    Nothing is displayed in the cell.
+    """
+    from myst_nb import glue
+
+    for name, value in values.items():
+        if isinstance(value, (bool, np.bool_)):
+            value = bool(value)
+        elif isinstance(value, (numbers.Integral, np.integer)):
+            value = int(value)
+        elif not isinstance(value, str):
+            value = float(value)
+        glue(f"{prefix}-{name}", value, display=False)

@@ -311,3 +311,13 @@ def test_live_auto_picks_frames_for_a_slow_draw():
     assert viz.InteractiveFigure(slow, {"k": [1, 2]}).live == "frames"
     assert viz.InteractiveFigure(borderline, {"k": [1, 2]}).live == "frames"
     assert viz.InteractiveFigure(lambda fig, k: None, {"k": [1, 2]}).live == "redraw"
+
+
+def test_glue_numbers_converts_numpy_scalars(monkeypatch):
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: glued.update({name: (value, display)}))
+    viz.glue_numbers({"a": np.float64(0.5), "n": np.int64(3), "s": "text", "b": np.bool_(True)}, prefix="ch")
+    assert glued == {"ch-a": (0.5, False), "ch-n": (3, False), "ch-s": ("text", False), "ch-b": (True, False)}
+    assert type(glued["ch-a"][0]) is float and type(glued["ch-n"][0]) is int
