@@ -321,6 +321,46 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch, block, row, shape)
     assert_allclose(y_inf, y, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("limit", [0.0, np.inf], ids=["never folded", "always folded"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 5), (8, 3, 4, 4)], ids=["NC", "NCHW"])
+def test_folded_and_separate_offsets_give_the_same_result(monkeypatch, limit, dtype, shape):
+    # y and dx either fold beta / mean(dy) into the centring shift or add them separately.
+    import bnlib.batchnorm
+
+    monkeypatch.setattr(bnlib.batchnorm, "_FOLD_LIMIT", limit)
+    x, gamma, beta, dy = make_batch(shape, seed=22)
+    expected = reference(x, gamma, beta, dy, 1e-5)
+    y, cache = batchnorm_forward(*(a.astype(dtype) for a in (x, gamma, beta)))
+    dx, dgamma, dbeta = batchnorm_backward(dy.astype(dtype), cache)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for got, want in zip((y, dx, dgamma, dbeta), (expected[0],) + expected[3:]):
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_offsets_that_cannot_be_folded_are_added_exactly(dtype):
+    # gamma = 0 with beta != 0 has no folded form, and folding beta into the shift of a
+    # constant channel far from zero would round it: in both, y must be exactly beta.
+    x = np.random.default_rng(23).normal(size=(32, 2))
+    x[:, 1] = 1000.0
+    gamma, beta = np.array([0.0, 0.375]), np.array([0.125, 0.125])
+    y, _ = batchnorm_forward(*(a.astype(dtype) for a in (x, gamma, beta)), eps=1e-5)
+    assert_array_equal(y, np.full((32, 2), 0.125, dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_gradient_constant_per_channel_gives_dx_zero(dtype):
+    # dy constant per channel: sum(dy * x_hat) is zero up to rounding and dx must vanish.
+    x, gamma, beta, _ = make_batch((40, 3), seed=24, dtype=dtype)
+    dy = np.broadcast_to(np.array([1.0, -2.0, 0.0], dtype), x.shape)
+    _, cache = batchnorm_forward(x, gamma, beta)
+    dx, _, dbeta = batchnorm_backward(dy, cache)
+    assert_allclose(dbeta, [40.0, -80.0, 0.0])
+    scale = np.abs(gamma / np.sqrt(cache.var + 1e-5))
+    assert (np.abs(dx) <= 8 * np.finfo(dtype).eps * 2.0 * scale).all()
+
+
 def test_float32_statistics_when_the_first_block_is_far_from_the_mean(monkeypatch):
     # Blocks of 4 samples; the first 4 samples sit 1e4 and 3e4 standard deviations away.
     import bnlib.batchnorm
