@@ -90,9 +90,11 @@ def _per_channel(v, ndim):
 # operation per pass over its operands, so on whole arrays every operation streams them
 # through main memory, and every intermediate result is a new array. The helpers below walk
 # the batch in blocks of whole samples small enough to stay in the CPU cache from one
-# operation to the next, write into preallocated arrays (``out=``), and take per-channel sums
+# operation to the next, write into preallocated arrays (the ufuncs' third argument, their
+# ``out``, passed by position because numpy parses that faster), and take per-channel sums
 # as matrix-vector products (BLAS). Each computes the whole-array expression in its
-# docstring, up to rounding.
+# docstring, up to rounding. Folding constants together saves whole passes, and where that
+# rounds a large value, _SHORTCUT_LIMIT bounds the cost in accuracy.
 
 _BLOCK_ELEMENTS = 1 << 18  # per block and operand: 1 MiB of float32
 _LONG_ROW = 16384  # numpy broadcasts a row cheaply when it is longer than its 8192-element buffer
@@ -106,29 +108,35 @@ def _ones(n, dtype):
     return ones
 
 
-def _channel_sum(a):
-    """``a.sum(axis=(0, 2, 3, ...))`` of a C-contiguous ``(n, C, *spatial)`` array, by BLAS."""
+def _channel_sum(a, out):
+    """``a.sum(axis=(0, 2, 3, ...))`` of a C-contiguous ``(n, C, *spatial)`` array, by BLAS.
+
+    Written into ``out``, of shape ``(C,)`` and the dtype of ``a``, which is returned.
+    """
     n, c = a.shape[:2]
-    if a.ndim == 2:
-        # a (1, C) matrix-vector product is a slow special case in OpenBLAS
-        return a[0].copy() if n == 1 else _ones(n, a.dtype) @ a
-    spatial = math.prod(a.shape[2:])
-    per_sample = a.reshape(n * c, spatial) @ _ones(spatial, a.dtype)
-    return _ones(n, a.dtype) @ per_sample.reshape(n, c)
+    if a.ndim > 2:
+        spatial = math.prod(a.shape[2:])
+        a = np.matmul(a.reshape(n * c, spatial), _ones(spatial, a.dtype)).reshape(n, c)
+    if n == 1:
+        np.copyto(out, a[0])  # a (1, C) matrix-vector product is a slow special case in OpenBLAS
+    else:
+        np.matmul(_ones(n, a.dtype), a, out=out)
+    return out
 
 
-def _channel_dot(a, b, work):
+def _channel_dot(a, b, work, out):
     """``(a * b).sum(axis=(0, 2, 3, ...))`` of two C-contiguous ``(n, C, *spatial)`` arrays.
 
-    ``work`` (which may be ``a`` or ``b``) receives ``a * b`` when there is no spatial axis.
+    Written into ``out`` as in :func:`_channel_sum`. ``work`` (which may be ``a`` or ``b``)
+    receives ``a * b`` when there is no spatial axis.
     """
     n, c = a.shape[:2]
     if a.ndim == 2:
         # faster than einsum's column-wise sum of products: one product, one BLAS sum
-        return _channel_sum(np.multiply(a, b, out=work))
+        return _channel_sum(np.multiply(a, b, work), out)
     spatial = math.prod(a.shape[2:])
     per_sample = np.vecdot(a.reshape(n * c, spatial), b.reshape(n * c, spatial))
-    return _ones(n, a.dtype) @ per_sample.reshape(n, c)
+    return _channel_sum(per_sample.reshape(n, c), out)
 
 
 class _Layout:
@@ -152,6 +160,11 @@ class _Layout:
         self.rows = n // self.reps
         self.width = self.reps * sample_size
         self.rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, self.width))
+        if math.prod(self.shape) == 0:
+            self.num_blocks = 0
+        else:
+            has_tail = self.rows * self.reps < n
+            self.num_blocks = -(-self.rows // self.rows_per_block) + has_tail
 
     def blocks(self, arrays, vectors=(), scratch=0, reverse=False):
         """Yield ``(*array_blocks, *scratch_blocks, *vector_rows)`` for each block.
@@ -190,14 +203,24 @@ class _Layout:
         work = [w.reshape(-1)[:size].reshape(tail_shape) for w in work]
         return (*(a[whole:] for a in arrays), *work, *columns)
 
-    def channel_sum(self, block):
-        """Per-channel sum of a block, shape ``(C,)``."""
-        return _channel_sum(block.reshape((-1,) + self.sample_shape))
+    def partial_sums(self):
+        """An array for one per-channel sum per block, ``(num_blocks, C)``, to add up at the end.
 
-    def channel_dot(self, block_a, block_b, work):
-        """Per-channel sum of the product of two blocks, shape ``(C,)``; may overwrite ``work``."""
+        Each row holds one block's sums in the batch's dtype (BLAS sums a block in that
+        precision); ``partial_sums().sum(axis=0, dtype=np.float64)`` adds the blocks in
+        float64. Writing each block's sums into a row is cheaper than adding them into a
+        float64 total block by block.
+        """
+        return np.empty((self.num_blocks, self.shape[1]), self.dtype)
+
+    def channel_sum(self, block, out):
+        """Per-channel sum of a block, written into ``out`` of shape ``(C,)``."""
+        return _channel_sum(block.reshape((-1,) + self.sample_shape), out)
+
+    def channel_dot(self, block_a, block_b, work, out):
+        """Per-channel sum of the product of two blocks, into ``out``; may overwrite ``work``."""
         samples = (-1,) + self.sample_shape
-        return _channel_dot(*(b.reshape(samples) for b in (block_a, block_b, work)))
+        return _channel_dot(*(b.reshape(samples) for b in (block_a, block_b, work)), out)
 
 
 def _overflow_error(name, arr):
@@ -223,14 +246,17 @@ def _batch_statistics(x, name="x"):
     m = values_per_channel(x.shape)
     first_block = x[: layout.rows_per_block * layout.reps]
     with np.errstate(over="ignore", invalid="ignore"):
-        mu = _channel_sum(first_block) / values_per_channel(first_block.shape)
+        first_sum = _channel_sum(first_block, np.empty(x.shape[1], x.dtype))
+        mu = first_sum / values_per_channel(first_block.shape)
+        partial_d, partial_d2 = layout.partial_sums(), layout.partial_sums()
         for attempt in range(2):
-            sum_d = np.zeros(x.shape[1])
-            sum_d2 = np.zeros(x.shape[1])
-            for x_block, d, mu_row in layout.blocks((x,), (mu,), scratch=1):
-                np.subtract(x_block, mu_row, out=d)
-                sum_d += layout.channel_sum(d)
-                sum_d2 += layout.channel_dot(d, d, work=d)  # d is not needed after
+            blocks = layout.blocks((x,), (mu,), scratch=1)
+            for i, (x_block, d, mu_row) in enumerate(blocks):
+                np.subtract(x_block, mu_row, d)
+                layout.channel_sum(d, out=partial_d[i])
+                layout.channel_dot(d, d, work=d, out=partial_d2[i])  # d is not needed after
+            sum_d = partial_d.sum(axis=0, dtype=np.float64)
+            sum_d2 = partial_d2.sum(axis=0, dtype=np.float64)
             correction = sum_d / m
             mean = mu.astype(x.dtype) + correction
             var = np.maximum(sum_d2 / m - correction**2, 0.0)
@@ -245,7 +271,12 @@ def _batch_statistics(x, name="x"):
     return mean.astype(x.dtype), var.astype(x.dtype)
 
 
-_FOLD_LIMIT = 16.0  # how many times the result's own size |shift * scale| may reach
+# Two shortcuts below each save a pass over the batch by rounding a value that can be larger
+# than the result: folding an offset into the centring shift (_folded_shift), and summing
+# dy * x uncentred in the backward pass (_gradient_sums). Each is taken only when that value is
+# at most _SHORTCUT_LIMIT times the result's natural size, so the extra rounding error stays
+# within that factor of the error of centred arithmetic.
+_SHORTCUT_LIMIT = 16.0
 
 
 def _folded_shift(centre, offset, scale, size, dtype):
@@ -263,7 +294,7 @@ def _folded_shift(centre, offset, scale, size, dtype):
     with np.errstate(all="ignore"):
         # scale == 0 folds only a zero offset
         shift = np.where(scale != 0, centre - offset / scale, np.where(offset == 0, centre, np.nan))
-        fits = np.abs(shift * scale) <= _FOLD_LIMIT * np.asarray(size, np.float64)
+        fits = np.abs(shift * scale) <= _SHORTCUT_LIMIT * np.asarray(size, np.float64)
     shift = shift.astype(dtype)
     if not (fits.all() and np.isfinite(shift).all()):
         return None
@@ -285,14 +316,14 @@ def _normalize(x, mean, inv_std, gamma, beta):
     # Backwards: the blocks of x that _batch_statistics read last are still in cache.
     if shift is not None:
         for x_block, y_block, mu, s in layout.blocks((x, y), (shift, scale), reverse=True):
-            np.subtract(x_block, mu, out=y_block)
-            np.multiply(y_block, s, out=y_block)
+            np.subtract(x_block, mu, y_block)
+            np.multiply(y_block, s, y_block)
         return y
     # Not foldable without losing accuracy: three operations.
     for x_block, y_block, mu, s, b in layout.blocks((x, y), (mean, scale, beta), reverse=True):
-        np.subtract(x_block, mu, out=y_block)
-        np.multiply(y_block, s, out=y_block)
-        np.add(y_block, b, out=y_block)
+        np.subtract(x_block, mu, y_block)
+        np.multiply(y_block, s, y_block)
+        np.add(y_block, b, y_block)
     return y
 
 
@@ -301,26 +332,36 @@ def _affine(x, scale, shift):
     layout = _Layout(x.shape, x.dtype)
     y = np.empty_like(x)
     for x_block, y_block, a, b in layout.blocks((x, y), (scale, shift)):
-        np.multiply(x_block, a, out=y_block)
-        np.add(y_block, b, out=y_block)
+        np.multiply(x_block, a, y_block)
+        np.add(y_block, b, y_block)
     return y
 
 
 def _gradient_sums(dy, x, mean, inv_std):
     """``dy`` and ``dy * x_hat`` summed per channel, in float64.
 
-    ``sum(dy * x_hat) = inv_std * sum(dy * (x - mean))``: the centred block is
-    rebuilt in the CPU cache, and the scaling by ``inv_std`` is done once per channel.
+    ``sum(dy * x_hat) = inv_std * sum(dy * (x - mean)) = inv_std * (sum(dy * x) - mean *
+    sum(dy))``. The last form needs no centring pass, but each product ``dy * x`` is rounded
+    at the size of ``|x|`` rather than ``|x - mean|``, so its rounding error grows by about
+    ``1 + |mean| * inv_std``. It is used when every channel's mean lies within 16 of its
+    normalising lengths ``1 / inv_std`` of zero, as it does for the activations of a network;
+    otherwise each block is centred in the CPU cache first.
     """
     layout = _Layout(dy.shape, dy.dtype)
-    sum_dy = np.zeros(dy.shape[1])
-    sum_dy_centred = np.zeros(dy.shape[1])
+    partial_dy, partial_dy_x = layout.partial_sums(), layout.partial_sums()
+    centre = not (np.abs(mean) * inv_std <= _SHORTCUT_LIMIT).all()
     with np.errstate(over="ignore", invalid="ignore"):
-        for dy_block, x_block, centred, mu in layout.blocks((dy, x), (mean,), scratch=1):
-            np.subtract(x_block, mu, out=centred)
-            sum_dy_centred += layout.channel_dot(dy_block, centred, work=centred)
-            sum_dy += layout.channel_sum(dy_block)
-    return sum_dy, sum_dy_centred * inv_std
+        blocks = layout.blocks((dy, x), (mean,) if centre else (), scratch=1)
+        for i, (dy_block, x_block, work, *mu) in enumerate(blocks):
+            if centre:
+                x_block = np.subtract(x_block, mu[0], work)
+            layout.channel_dot(dy_block, x_block, work=work, out=partial_dy_x[i])
+            layout.channel_sum(dy_block, out=partial_dy[i])
+        sum_dy = partial_dy.sum(axis=0, dtype=np.float64)
+        sum_dy_x = partial_dy_x.sum(axis=0, dtype=np.float64)
+    if not centre:
+        sum_dy_x -= mean * sum_dy
+    return sum_dy, sum_dy_x * inv_std
 
 
 def _input_gradient(dy, x, mean, inv_std, scale, mean_dy, mean_dy_x_hat):
@@ -341,19 +382,19 @@ def _input_gradient(dy, x, mean, inv_std, scale, mean_dy, mean_dy_x_hat):
     if shift is not None:
         blocks = layout.blocks((dy, x, dx), (shift, k, scale), reverse=True)
         for dy_block, x_block, dx_block, mu, kk, s in blocks:
-            np.subtract(x_block, mu, out=dx_block)
-            np.multiply(dx_block, kk, out=dx_block)
-            np.subtract(dy_block, dx_block, out=dx_block)
-            np.multiply(dx_block, s, out=dx_block)
+            np.subtract(x_block, mu, dx_block)
+            np.multiply(dx_block, kk, dx_block)
+            np.subtract(dy_block, dx_block, dx_block)
+            np.multiply(dx_block, s, dx_block)
         return dx
     # Not foldable without losing accuracy: five operations.
     blocks = layout.blocks((dy, x, dx), (mean, k, mean_dy, scale), reverse=True)
     for dy_block, x_block, dx_block, mu, kk, a, s in blocks:
-        np.subtract(x_block, mu, out=dx_block)
-        np.multiply(dx_block, kk, out=dx_block)
-        np.add(dx_block, a, out=dx_block)
-        np.subtract(dy_block, dx_block, out=dx_block)
-        np.multiply(dx_block, s, out=dx_block)
+        np.subtract(x_block, mu, dx_block)
+        np.multiply(dx_block, kk, dx_block)
+        np.add(dx_block, a, dx_block)
+        np.subtract(dy_block, dx_block, dx_block)
+        np.multiply(dx_block, s, dx_block)
     return dx
 
 

@@ -321,14 +321,14 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch, block, row, shape)
     assert_allclose(y_inf, y, rtol=1e-11, atol=1e-12)
 
 
-@pytest.mark.parametrize("limit", [0.0, np.inf], ids=["never folded", "always folded"])
+@pytest.mark.parametrize("limit", [0.0, np.inf], ids=["never", "always"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(64, 5), (8, 3, 4, 4)], ids=["NC", "NCHW"])
-def test_folded_and_separate_offsets_give_the_same_result(monkeypatch, limit, dtype, shape):
-    # y and dx either fold beta / mean(dy) into the centring shift or add them separately.
+def test_shortcuts_give_the_result_of_centred_arithmetic(monkeypatch, limit, dtype, shape):
+    # Never or always: fold beta and mean(dy) into the centring shift, and sum dy * x uncentred.
     import bnlib.batchnorm
 
-    monkeypatch.setattr(bnlib.batchnorm, "_FOLD_LIMIT", limit)
+    monkeypatch.setattr(bnlib.batchnorm, "_SHORTCUT_LIMIT", limit)
     x, gamma, beta, dy = make_batch(shape, seed=22)
     expected = reference(x, gamma, beta, dy, 1e-5)
     y, cache = batchnorm_forward(*(a.astype(dtype) for a in (x, gamma, beta)))
@@ -359,6 +359,20 @@ def test_a_gradient_constant_per_channel_gives_dx_zero(dtype):
     assert_allclose(dbeta, [40.0, -80.0, 0.0])
     scale = np.abs(gamma / np.sqrt(cache.var + 1e-5))
     assert (np.abs(dx) <= 8 * np.finfo(dtype).eps * 2.0 * scale).all()
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e3])
+def test_float32_dgamma_stays_accurate_far_from_zero(offset):
+    # Summing dy * x uncentred would lose about log2(offset / std) bits of dgamma; a batch
+    # whose mean lies more than 16 standard deviations from zero is centred first.
+    rng = np.random.default_rng(25)
+    x = rng.normal(size=(2048, 4)) + offset
+    dy, gamma, beta = rng.normal(size=x.shape), np.ones(4), np.zeros(4)
+    _, cache32 = batchnorm_forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
+    approx = batchnorm_backward(dy.astype(np.float32), cache32)[1]
+    x32 = x.astype(np.float32).astype(np.float64)  # the input as float32 sees it
+    exact = batchnorm_backward(dy, batchnorm_forward(x32, gamma, beta)[1])[1]
+    assert np.abs(approx - exact).max() <= 2e-5 * np.abs(exact).max()
 
 
 def test_float32_statistics_when_the_first_block_is_far_from_the_mean(monkeypatch):
