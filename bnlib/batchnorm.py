@@ -398,6 +398,18 @@ def _input_gradient(dy, x, mean, inv_std, scale, mean_dy, mean_dy_x_hat):
     return dx
 
 
+def _inverse_std(var, eps, what):
+    """``1 / sqrt(var + eps)`` per channel, refusing to divide by zero (``var == eps == 0``)."""
+    denominator = var + eps
+    if not denominator.all():
+        zero = np.flatnonzero(denominator == 0)
+        raise ValueError(
+            f"{what} is 0 in channel(s) {zero[:5].tolist()}{' ...' if zero.size > 5 else ''} "
+            f"and eps=0, so normalising divides by zero; use eps > 0 (PyTorch's default is 1e-5)"
+        )
+    return 1.0 / np.sqrt(denominator)
+
+
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
     """Batch-normalise ``x`` with batch statistics (training mode).
 
@@ -424,8 +436,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     ValueError
         If ``x`` has fewer than 2 dimensions or a non-finite value, if a channel
         has fewer than 2 values ("Expected more than 1 value per channel when
-        training"), if ``gamma``/``beta`` are not of shape ``(C,)``, or if
-        ``eps`` is negative.
+        training"), if ``gamma``/``beta`` are not of shape ``(C,)``, if
+        ``eps`` is negative, or if ``eps == 0`` and a channel is constant
+        (variance 0: the normalisation would divide by zero).
 
     Notes
     -----
@@ -468,7 +481,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     beta = check_param(beta, "beta", num_channels, x.dtype)
 
     mean, var = _batch_statistics(x)  # per channel; var is biased, from centred values
-    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+    inv_std = _inverse_std(var, eps, "the batch variance").astype(x.dtype, copy=False)
     # x_hat = (x - mean) * inv_std;  y = gamma * x_hat + beta
     y = _normalize(x, mean, inv_std, gamma, beta)
     return y, BatchNormCache(x, mean, var, inv_std, gamma, eps)
@@ -667,6 +680,12 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     -------
     y : ndarray of the shape and dtype of ``x``
 
+    Raises
+    ------
+    ValueError
+        If a parameter is not of shape ``(C,)``, if ``running_var`` is negative,
+        or if it is 0 in a channel while ``eps == 0`` (a division by zero).
+
     Notes
     -----
     ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``, an
@@ -690,7 +709,7 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     running_var = check_param(running_var, "running_var", c, x.dtype)
     if (running_var < 0).any():
         raise ValueError(f"running_var must be non-negative, got minimum {running_var.min()!r}")
-    scale = (gamma / np.sqrt(running_var + eps)).astype(x.dtype, copy=False)
+    scale = (gamma * _inverse_std(running_var, eps, "running_var")).astype(x.dtype, copy=False)
     shift = beta - scale * running_mean
     return _affine(np.ascontiguousarray(x), scale, shift)  # x * scale + shift
 
@@ -843,6 +862,13 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps=1e-
     weight : ndarray of the shape of ``weight``
     bias : ndarray of shape (out,)
 
+    Raises
+    ------
+    ValueError
+        If ``weight`` has fewer than 2 dimensions or a non-finite value, if a
+        per-channel argument is not of shape ``(out,)``, if ``running_var`` is
+        negative, or if it is 0 in a channel while ``eps == 0``.
+
     Notes
     -----
     With ``a = gamma / sqrt(running_var + eps)``, ``BN(W x + b) = (a W) x +
@@ -875,7 +901,7 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps=1e-
     running_var = check_param(running_var, "running_var", out, dtype)
     if (running_var < 0).any():
         raise ValueError(f"running_var must be non-negative, got minimum {running_var.min()!r}")
-    scale = gamma / np.sqrt(running_var + eps)
+    scale = gamma * _inverse_std(running_var, eps, "running_var")
     new_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
     new_bias = (bias - running_mean) * scale + beta
     return new_weight.astype(dtype, copy=False), new_bias.astype(dtype, copy=False)

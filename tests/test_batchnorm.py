@@ -478,6 +478,20 @@ def test_negative_eps_is_rejected(eps):
         batchnorm_inference(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), eps=eps)
 
 
+def test_a_constant_channel_with_eps_zero_is_rejected_not_nan():
+    from bnlib.batchnorm import fold_batchnorm
+
+    x = np.array([[1.0, 2.0], [1.0, 3.0]])
+    ones, zeros = np.ones(2), np.zeros(2)
+    with pytest.raises(ValueError, match=r"the batch variance is 0 in channel\(s\) \[0\] and eps=0"):
+        batchnorm_forward(x, ones, zeros, eps=0.0)
+    batchnorm_forward(x, ones, zeros, eps=1e-5)  # eps > 0 is fine
+    with pytest.raises(ValueError, match=r"running_var is 0 in channel\(s\) \[1\] and eps=0"):
+        batchnorm_inference(x, ones, zeros, zeros, np.array([1.0, 0.0]), eps=0.0)
+    with pytest.raises(ValueError, match=r"running_var is 0 in channel\(s\) \[1\] and eps=0"):
+        fold_batchnorm(np.ones((2, 3)), None, ones, zeros, zeros, np.array([1.0, 0.0]), eps=0.0)
+
+
 def test_non_numeric_eps_is_rejected():
     with pytest.raises(TypeError, match="eps must be a non-negative real number, got '1e-5'"):
         batchnorm_forward(np.ones((4, 3)), np.ones(3), np.zeros(3), eps="1e-5")
