@@ -26,11 +26,11 @@ drop the widget mime type (``nb_mime_priority_overrides``) and not to load the
 ipywidgets JavaScript from a CDN (``nb_ipywidgets_js: {}``), so the website
 shows the precomputed slider.
 
-The executed notebook's widget state (which myst-nb embeds in the page as
-inert JSON) holds the controls and one frame, never all of them. A cell that
-ends with the call shows the figure once. ``draw`` errors propagate while the
-frames are computed (so a chapter build fails); in a live redraw they are shown
-under the figure.
+The executed notebook's widget state holds the controls and one frame, never
+all of them (the book's ``_ext/bnlib_site.py`` leaves it out of the pages). A
+cell that ends with the call shows the figure once. ``draw`` errors propagate
+while the frames are computed (so a chapter build fails); in a live redraw
+they are shown under the figure.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ __all__ = [
     "STYLE",
     "MAX_FRAMES",
     "use_style",
+    "figure_png",
     "subplots",
     "Control",
     "InteractiveFigure",
@@ -152,9 +153,45 @@ _MARKER_CLASS = "bnlib-interactive"
 def use_style() -> None:
     """Apply the book's matplotlib style (:data:`STYLE`) globally.
 
-    Idempotent: calling it again changes nothing.
+    In an IPython kernel it also has figures shown as palette PNGs (see
+    :func:`figure_png`), 3-4 times smaller than matplotlib's, which keeps the
+    built pages within their size budget. Idempotent: calling it again changes
+    nothing.
     """
     mpl.rcParams.update(STYLE)
+    _show_figures_as_palette_png()
+
+
+def figure_png(fig: Figure) -> bytes | None:
+    """``fig`` as the PNG a notebook shows, with a 256-colour palette.
+
+    Drawn like IPython's inline backend draws it (``bbox_inches="tight"``, the
+    figure's own dpi and facecolour), then quantized as the interactive frames
+    are. ``None`` for a figure with nothing on it, which IPython then skips.
+    """
+    if not fig.axes and not fig.lines and not fig.images and not fig.texts:
+        return None
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.canvas.print_figure(buf, format="png", bbox_inches="tight", dpi=fig.dpi,
+                            facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor())
+    return _encode_png(Image.open(buf), quantize=True)
+
+
+def _show_figures_as_palette_png() -> None:
+    """Register :func:`figure_png` as the kernel's PNG formatter for figures, if in IPython."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    if "matplotlib_inline.backend_inline" not in sys.modules:
+        backend = mpl.get_backend(auto_select=False) or ""
+        if "matplotlib_inline" in backend or backend == "inline":
+            # The inline backend registers its own formatter when it is first loaded (with the
+            # first figure); load it now, so that ours, registered next, is the one that stays.
+            import matplotlib_inline.backend_inline  # noqa: F401
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
 def subplots(nrows: int = 1, ncols: int = 1, **kwargs):
@@ -279,13 +316,14 @@ def _normalise_controls(controls: Mapping[str, Any]) -> dict[str, Control]:
 # ---------------------------------------------------------------------------
 
 
-def _encode_png(canvas: FigureCanvasAgg, quantize: bool) -> bytes:
-    """Encode the canvas's current pixels as PNG (palette-quantized if asked)."""
+def _encode_png(image, quantize: bool) -> bytes:
+    """Encode a canvas's current pixels, or a PIL image, as PNG (palette-quantized if asked)."""
     from PIL import Image
 
-    rgba = np.asarray(canvas.buffer_rgba())
-    img = Image.fromarray(rgba, "RGBA")
-    if rgba[..., 3].min() < 255:
+    if isinstance(image, FigureCanvasAgg):
+        image = Image.fromarray(np.asarray(image.buffer_rgba()), "RGBA")
+    img = image.convert("RGBA")
+    if img.getextrema()[3][0] < 255:  # some transparency: flatten onto white
         background = Image.new("RGB", img.size, "white")
         background.paste(img, mask=img.split()[3])
         img = background

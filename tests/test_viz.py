@@ -11,6 +11,7 @@ import sys
 import time
 
 import matplotlib
+from matplotlib.figure import Figure
 import numpy as np
 import pytest
 
@@ -281,6 +282,46 @@ def test_interactive_figure_displays_exactly_once_in_a_kernel():
     assert not third, "the error goes to the figure's error area, not the cell"
     captured = [m["state"].get("outputs", []) for m in state.values() if m["model_name"] == "OutputModel"]
     assert any("boom in draw" in json.dumps(outputs) for outputs in captured)
+
+
+def test_figure_png_is_a_palette_png_of_the_inline_backends_picture():
+    from PIL import Image
+
+    with matplotlib.rc_context():
+        viz.use_style()
+        fig = Figure()
+        ax = fig.subplots()
+        ax.plot(np.linspace(0, 1, 50) ** 2, label="a curve")
+        ax.set_xlabel("x")
+        ax.legend()
+        png = viz.figure_png(fig)
+        plain = io.BytesIO()
+        fig.canvas.print_figure(plain, format="png", bbox_inches="tight", dpi=fig.dpi)
+    ours, theirs = Image.open(io.BytesIO(png)), Image.open(plain)
+    assert ours.mode == "P" and ours.size == theirs.size
+    assert len(png) < 0.6 * len(plain.getvalue())
+    difference = np.abs(np.asarray(ours.convert("RGB"), float) - np.asarray(theirs.convert("RGB"), float))
+    assert difference.mean() < 2.0, "quantizing changes the picture only slightly"
+    assert viz.figure_png(Figure()) is None, "an empty figure is not shown"
+
+
+def test_figures_in_a_kernel_are_shown_as_palette_pngs():
+    import nbformat
+    from nbclient import NotebookClient
+    from PIL import Image
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from bnlib import viz\nviz.use_style()\nfig, ax = viz.subplots()\nax.plot([0, 1], [1, 0])"
+        ),
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1, 2])\nplt.show()"),
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    for cell in nb.cells:
+        pngs = [o["data"]["image/png"] for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(pngs) == 1, cell.outputs
+        assert Image.open(io.BytesIO(base64.b64decode(pngs[0]))).mode == "P"
 
 
 def test_live_frames_mode_shows_the_precomputed_frames():
