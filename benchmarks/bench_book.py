@@ -6,7 +6,8 @@
 * per chapter, executed top to bottom in a fresh kernel (jupytext + nbclient): wall time
   (budget 30 s) and the kernel's peak resident memory (budget 1 GB);
 * per interactive figure, the live redraw time in that kernel (budget 100 ms);
-* per page, the HTML plus its own images (budget 3 MB), and the theme's shared assets.
+* per page, everything a first-time visitor's browser loads for it, in headless Chromium
+  (scripts/page_weight.py; budget 3 MB).
 
 Usage::
 
@@ -77,34 +78,14 @@ def run_build(out: Path) -> tuple[float, int, str]:
     return time.perf_counter() - start, proc.returncode, proc.stdout + proc.stderr
 
 
-def page_sizes(html: Path) -> list[tuple[str, int, int]]:
-    rows = []
-    skip = {"_static", "_sources", "_images"}
-    for page in sorted(html.rglob("*.html")):
-        rel = page.relative_to(html)
-        if rel.parts[0] in skip:
-            continue
-        text = page.read_text(encoding="utf-8")
-        own = 0
-        for url in set(re.findall(r'(?:src|href)="([^"#?]+)', text)):
-            if "://" in url or url.startswith(("data:", "mailto:")):
-                continue
-            path = (page.parent / url).resolve()
-            # what the page loads; not the theme's shared _static, not the download links to _sources
-            if path.is_file() and not {"_static", "_sources"} & set(path.parts) and path.suffix != ".html":
-                own += path.stat().st_size
-        rows.append((rel.as_posix(), page.stat().st_size, own))
-    return rows
+def page_weights(html: Path) -> list[tuple[str, int, int]]:
+    """Each page with everything a first-time visitor's browser loads (scripts/page_weight.py)."""
+    import importlib.util
 
-
-def shared_assets(html: Path, page: Path) -> int:
-    text = page.read_text(encoding="utf-8")
-    total = 0
-    for url in set(re.findall(r'(?:src|href)="([^"#?]*_static/[^"#?]+)', text)):
-        path = (page.parent / url).resolve()
-        if path.is_file():
-            total += path.stat().st_size
-    return total
+    spec = importlib.util.spec_from_file_location("page_weight", ROOT / "scripts" / "page_weight.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.weigh(html)
 
 
 def bench_builds(keep: bool) -> None:
@@ -119,13 +100,15 @@ def bench_builds(keep: bool) -> None:
     seconds, rc, _ = run_build(tmp)
     print(f"rebuild, nothing changed:  {seconds:7.1f} s  (budget {BUDGET['rebuild']:.0f} s: {fmt_status(seconds, BUDGET['rebuild'])})")
     html = tmp / "_build" / "html"
-    print(f"\n== pages: HTML + own images (budget {BUDGET['page_mb']:.0f} MB each)")
-    for name, size, own in page_sizes(html):
-        total = (size + own) / 1e6
-        print(f"  {name:45s} {size / 1e6:6.2f} MB html {own / 1e6:6.2f} MB images  {fmt_status(total, BUDGET['page_mb'])}")
-    intro = html / "intro.html"
-    if intro.exists():
-        print(f"  theme assets every page loads (_static, cached across pages): {shared_assets(html, intro) / 1e6:.2f} MB")
+    print(f"\n== pages as a first-time visitor's browser loads them (budget {BUDGET['page_mb']:.0f} MB each)")
+    try:
+        weights = page_weights(html)
+    except Exception as error:  # no Chromium here: say so and go on
+        print(f"  not measured: {type(error).__name__}: {error}".splitlines()[0])
+        weights = []
+    for name, total, own in weights:
+        print(f"  {name:45s} {total / 1e6:6.2f} MB with its assets, of which {own / 1e6:5.2f} MB its own HTML and images"
+              f"  {fmt_status(total / 1e6, BUDGET['page_mb'])}")
     if not keep:
         import shutil
 

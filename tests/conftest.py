@@ -125,6 +125,8 @@ def template_book(tmp_path_factory) -> BookBuild:
     src = tmp_path_factory.mktemp("template_src")
     shutil.copy(ROOT / "_config.yml", src / "_config.yml")
     shutil.copy(ROOT / "references.bib", src / "references.bib")
+    for folder in ("_ext", "_templates"):  # the local Sphinx extension and template _config.yml uses
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (src / "chapters").mkdir()
     shutil.copy(ROOT / "scripts" / "CHAPTER_TEMPLATE.md", src / "chapters" / "00_template.md")
     (src / "index.md").write_text("# Template book\n\nA test build of the chapter template.\n")

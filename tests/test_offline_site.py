@@ -5,6 +5,10 @@ another host (scripts, stylesheets, images, fonts, CSS imports), and a real brow
 that loads EVERY page and checks what a reader would see: the maths typeset by the MathJax
 served with the site, every image decoded, and not one failed request.
 
+The same pass weighs each page as a first-time visitor's browser fetches it (the browser cache
+is off): the HTML and every file it loads, down to the fonts MathJax asks for, against the design's
+budget of 3 MB per page with its assets.
+
 Reuses the session's one book build (the ``book`` fixture in conftest.py). Needs Debian's
 Chromium and chromedriver and ``selenium``; without them the browser tests are skipped, saying so.
 """
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, chromium_driver, toc_documents
+from conftest import ROOT, chromium_driver, load_script, toc_documents
 
 REMOTE = re.compile(r"^\s*(?:https?:)?//", re.I)
 CSS_URL = re.compile(r"""@import\s+(?:url\()?\s*['"]?([^'")\s;]+)|url\(\s*['"]?([^'")]+)""", re.I)
@@ -120,6 +124,7 @@ def offline_browser():
     with chromium_driver(flags, {"performance": "ALL", "browser": "ALL"}, prefix="bnlib-offline-") as driver:
         driver.set_script_timeout(30)
         driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})  # a first visit
         driver.execute_cdp_cmd(
             "Network.emulateNetworkConditions",
             {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
@@ -198,9 +203,10 @@ def load(driver, page: Path):
 
 def test_every_page_works_offline(book, offline_browser):
     assert book.returncode == 0, book.log[-3000:]
+    page_weight = load_script("page_weight")
     pages = book.pages()
     assert len(pages) >= len(toc_documents(ROOT / "_toc.yml"))
-    problems, typeset = [], 0
+    problems, typeset, weights = [], 0, {}
     for page in pages:
         name = page.relative_to(book.html).as_posix()
         load(offline_browser, page)
@@ -234,9 +240,14 @@ def test_every_page_works_offline(book, offline_browser):
         failures = [(u, why) for u, why in failures if u not in remote]
         if failures:
             problems.append(f"{name}: failed requests: {failures[:5]}")
+        weights[name] = page_weight.local_bytes(requests.values())
+        if weights[name] > page_weight.BUDGET_BYTES:
+            problems.append(f"{name}: {weights[name] / 1e6:.2f} MB with its assets, over the 3 MB budget")
     assert not problems, "\n".join(problems)
     assert typeset > 0, "no formula was typeset on any page"
-    print(f"{len(pages)} pages offline; {typeset} formulas typeset")
+    heaviest = max(weights, key=weights.get)
+    print(f"{len(pages)} pages offline; {typeset} formulas typeset; each page with its assets "
+          f"{min(weights.values()) / 1e6:.2f}-{weights[heaviest] / 1e6:.2f} MB (heaviest {heaviest})")
 
 
 def test_the_offline_browser_reports_what_fails(offline_browser, tmp_path):
@@ -258,3 +269,12 @@ def test_the_offline_browser_reports_what_fails(offline_browser, tmp_path):
     assert any(u.endswith("missing.png") for u, _ in failures)
     assert offline_browser.execute_script(BROKEN_IMAGES) == ["missing.png"]
     assert "\\(" in offline_browser.execute_script(VISIBLE_PROSE)
+
+
+def test_page_weight_counts_each_local_file_once(tmp_path):
+    page_weight = load_script("page_weight")
+    script, sheet = tmp_path / "a.js", tmp_path / "b b.css"
+    script.write_bytes(b"x" * 10)
+    sheet.write_bytes(b"y" * 5)
+    urls = [script.as_uri(), script.as_uri() + "?v=1", sheet.as_uri(), "https://example.org/c.js", "data:,z"]
+    assert page_weight.local_bytes(urls) == 15

@@ -92,6 +92,71 @@ def test_intro_page_renders_to_a_non_blank_screenshot(browser, book):
     assert not our_js_errors(browser)
 
 
+@pytest.fixture(scope="module")
+def site_url(book):
+    """The built site served over HTTP on localhost, as a web host would serve it."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(book.html))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_search_from_a_chapter_page_finds_results(browser, book, site_url):
+    # Pages do not load the search index (_templates/layout.html): the search box must still
+    # lead to search.html, which loads it and lists the pages that match.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    chapter = next(p for p in book.pages() if p.parent.name == "chapters")
+    assert "searchindex.js" not in chapter.read_text(encoding="utf-8")
+    browser.get_log("browser")  # drain
+    browser.get(f"{site_url}/{chapter.relative_to(book.html).as_posix()}")
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "k")
+    box = browser.switch_to.active_element
+    assert box.get_attribute("name") == "q", "Ctrl+K focuses the search box"
+    box.send_keys("whitening", Keys.ENTER)
+    deadline = time.time() + 15
+    results = []
+    while time.time() < deadline and not results:
+        time.sleep(0.1)
+        results = browser.find_elements(By.CSS_SELECTOR, "#search-results li")
+    assert "search.html?q=whitening" in browser.current_url
+    assert results, "the search page lists no result for 'whitening'"
+    time.sleep(1)  # the result summaries are fetched after the list appears
+    assert not our_js_errors(browser)
+
+
+VISIBLE_ICONS = """
+return Array.from(document.querySelectorAll('.fa-solid, .fas, .fab, .fa-brands'))
+  .filter((i) => i.getBoundingClientRect().width > 0)
+  .map((i) => { const s = getComputedStyle(i, '::before'); return [i.className, s.fontFamily, s.content]; });
+"""
+
+
+def test_theme_icons_are_drawn_without_the_font_awesome_script(browser, book):
+    # The icons come from the Font Awesome web fonts named in the theme's stylesheet.
+    chapter = next(p for p in book.pages() if p.parent.name == "chapters")
+    assert "fontawesome.js" not in chapter.read_text(encoding="utf-8")
+    open_page(browser, chapter)
+    icons = browser.execute_script(VISIBLE_ICONS)
+    assert len(icons) >= 3, icons
+    for name, family, content in icons:
+        assert "Font Awesome" in family and content not in ("", "none", "normal"), (name, family, content)
+    deadline = time.time() + 10
+    while time.time() < deadline and not browser.execute_script(
+        "return document.fonts.check('900 16px \"Font Awesome 6 Free\"')"
+    ):
+        time.sleep(0.1)
+    assert browser.execute_script("return document.fonts.check('900 16px \"Font Awesome 6 Free\"')")
+
+
 def _move(driver, control):
     """Change one control with the keyboard, as a reader would; return a key that undoes it."""
     from selenium.webdriver.common.keys import Keys
