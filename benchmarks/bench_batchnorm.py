@@ -71,8 +71,8 @@ def torch_step_factory(torch, x, gamma, beta, dy):
     return step
 
 
-def interleaved_medians(funcs, repeats, warmup=3):
-    """Median wall time (s) of each function, calling them in turn ``repeats`` times."""
+def interleaved_times(funcs, repeats, warmup=3):
+    """Wall times (s) of each function, calling them in turn ``repeats`` times."""
     for _ in range(warmup):
         for f in funcs.values():
             f()
@@ -82,7 +82,12 @@ def interleaved_medians(funcs, repeats, warmup=3):
             start = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(funcs, repeats, warmup=3):
+    """Median wall time (s) of each function, calling them in turn ``repeats`` times."""
+    return {name: statistics.median(t) for name, t in interleaved_times(funcs, repeats, warmup).items()}
 
 
 def float32_errors(x, gamma, beta, dy):
@@ -127,7 +132,8 @@ def main():
     print(f"numpy {np.__version__}, torch {torch.__version__}, one thread each, float32, "
           f"{args.repeats} interleaved runs, medians")
     print()
-    print("forward + backward         bnlib ms   torch ms   ratio  (budget <= 1.0)   float32 rel. error y / dx")
+    print("forward + backward         bnlib ms   torch ms   ratio  (budget <= 1.0)   paired ratios: median [IQR]"
+          "   float32 rel. error y / dx")
     ok = True
     for shape in SHAPES:
         x, gamma, beta, dy = make_inputs(shape, rng)
@@ -135,13 +141,16 @@ def main():
             "bnlib": lambda: bnlib_step(x, gamma, beta, dy),
             "torch": torch_step_factory(torch, x, gamma, beta, dy),
         }
-        med = interleaved_medians(funcs, args.repeats)
+        times = interleaved_times(funcs, args.repeats)
+        med = {name: statistics.median(t) for name, t in times.items()}
         ratio = med["bnlib"] / med["torch"]
+        # each bnlib run against the torch run right after it: robust to the machine's drift
+        q1, q2, q3 = statistics.quantiles([a / b for a, b in zip(times["bnlib"], times["torch"])], n=4)
         ok &= ratio <= BUDGET_RATIO
         err_y, err_dx = float32_errors(x, gamma, beta, dy)
         verdict = "ok" if ratio <= BUDGET_RATIO else "OVER"
         print(f"{str(shape):24s} {med['bnlib'] * 1e3:9.2f}  {med['torch'] * 1e3:9.2f}  {ratio:6.2f}  {verdict:16s}"
-              f"  {err_y:.1e} / {err_dx:.1e}")
+              f"  {q2:5.2f} [{q1:.2f}, {q3:.2f}]          {err_y:.1e} / {err_dx:.1e}")
 
     print()
     shape = (512, 2048)
