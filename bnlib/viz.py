@@ -179,6 +179,15 @@ def figure_png(fig: Figure) -> bytes | None:
     return _encode_png(Image.open(buf), quantize=True)
 
 
+def _configured_backend() -> str:
+    """The backend rcParams name, without making matplotlib pick one ("" if none is set yet)."""
+    try:
+        backend = mpl.get_backend(auto_select=False)
+    except TypeError:  # matplotlib < 3.10 (Colab may have one): read the raw setting
+        backend = dict.__getitem__(mpl.rcParams, "backend")
+    return backend if isinstance(backend, str) else ""
+
+
 def _show_figures_as_palette_png() -> None:
     """Register :func:`figure_png` as the kernel's PNG formatter for figures, if in IPython."""
     ipython = sys.modules.get("IPython")
@@ -186,7 +195,7 @@ def _show_figures_as_palette_png() -> None:
     if shell is None or not hasattr(shell, "display_formatter"):
         return
     if "matplotlib_inline.backend_inline" not in sys.modules:
-        backend = mpl.get_backend(auto_select=False) or ""
+        backend = _configured_backend()
         if "matplotlib_inline" in backend or backend == "inline":
             # The inline backend registers its own formatter when it is first loaded (with the
             # first figure); load it now, so that ours, registered next, is the one that stays.

@@ -305,6 +305,13 @@ def test_figure_png_is_a_palette_png_of_the_inline_backends_picture():
     assert viz.figure_png(Figure()) is None, "an empty figure is not shown"
 
 
+def test_the_backend_setting_is_read_on_matplotlib_without_auto_select(monkeypatch):
+    # matplotlib < 3.10 has get_backend() without the auto_select keyword (Colab may have one)
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "agg")
+    with matplotlib.rc_context({"backend": "agg"}):
+        assert viz._configured_backend() == "agg"
+
+
 def test_figures_in_a_kernel_are_shown_as_palette_pngs():
     import nbformat
     from nbclient import NotebookClient
