@@ -125,7 +125,7 @@ def template_book(tmp_path_factory) -> BookBuild:
     src = tmp_path_factory.mktemp("template_src")
     shutil.copy(ROOT / "_config.yml", src / "_config.yml")
     shutil.copy(ROOT / "references.bib", src / "references.bib")
-    for folder in ("_ext", "_templates"):  # the local Sphinx extension and template _config.yml uses
+    for folder in ("_ext", "_templates", "_static"):  # the local extension, layout and style
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (src / "chapters").mkdir()
     shutil.copy(ROOT / "scripts" / "CHAPTER_TEMPLATE.md", src / "chapters" / "00_template.md")
