@@ -40,6 +40,7 @@ def _register_author_year_style():
     from collections import Counter
 
     from pybtex.plugin import register_plugin
+    from pybtex.richtext import Text
     from pybtex.style.formatting.plain import Style as PlainStyle
     from pybtex.style.labels import BaseLabelStyle
 
@@ -56,7 +57,8 @@ def _register_author_year_style():
         @staticmethod
         def format_label(entry):
             persons = entry.persons.get("author") or entry.persons.get("editor") or []
-            names = [" ".join(person.prelast_names + person.last_names) for person in persons]
+            # "M{\"u}ller" in the .bib file is "Müller" in the label
+            names = [Text.from_latex(" ".join(p.prelast_names + p.last_names)).render_as("text") for p in persons]
             if not names:
                 who = entry.key
             elif len(names) == 1:

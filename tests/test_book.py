@@ -125,6 +125,7 @@ def test_chapter_template_renders_every_construct(template_book):
     references = (template_book.html / "references.html").read_text(encoding="utf-8")
     labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<', references)
     assert "Ioffe and Szegedy 2015" in labels, labels
+    assert not [label for label in labels if "{" in label or "\\" in label], labels  # LaTeX decoded
 
 
 def test_chapter_template_links_resolve(template_book, check_links):

@@ -1,0 +1,51 @@
+"""_ext/bnlib_site.py, the book's local Sphinx extension: the parts that run without a build."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import ROOT
+
+pybtex = pytest.importorskip("pybtex")
+
+
+def load_extension():
+    spec = importlib.util.spec_from_file_location("bnlib_site", ROOT / "_ext" / "bnlib_site.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bibliography_labels_read_like_author_year_citations():
+    from pybtex.database import Entry, Person
+    from pybtex.plugin import find_plugin
+
+    load_extension()._register_author_year_style()
+    style = find_plugin("pybtex.style.formatting", "author_year")()
+
+    def entry(year, *authors):
+        return Entry("article", fields={"year": year, "title": "t"}, persons={"author": [Person(a) for a in authors]})
+
+    entries = [
+        entry("2012", "Montavon, Gr{\\'e}goire", "M{\\\"u}ller, Klaus-Robert"),
+        entry("2017", "van Laarhoven, Twan"),
+        entry("2016", "He, Kaiming", "Zhang, Xiangyu", "Ren, Shaoqing"),
+        entry("2016", "He, Kaiming", "Sun, Jian", "Ren, Shaoqing"),
+    ]
+    assert list(style.format_labels(entries)) == [
+        "Montavon and Müller 2012", "van Laarhoven 2017", "He et al. 2016a", "He et al. 2016b",
+    ]
+
+
+def test_the_widget_state_script_is_dropped_and_nothing_else():
+    class Script:
+        def __init__(self, kind):
+            self.attributes = {"type": kind} if kind else {}
+
+    scripts = [Script(None), Script("application/vnd.jupyter.widget-state+json"), Script("text/javascript")]
+    context = {"script_files": scripts}
+    load_extension().drop_widget_state(None, "page", "page.html", context, None)
+    assert [s.attributes.get("type") for s in context["script_files"]] == [None, "text/javascript"]
+    assert context["script_files"] is scripts, "the list Sphinx renders from is edited in place"
