@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batchnorm import (
+from ..batchnorm import (
     batchnorm_backward,
     batchnorm_forward,
     batchnorm_inference,

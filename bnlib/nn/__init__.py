@@ -1,0 +1,24 @@
+"""PyTorch modules whose arithmetic is ``bnlib``'s (this subpackage imports torch).
+
+Its files mirror ``torch.nn``'s: :mod:`bnlib.nn.batchnorm` holds the drop-in
+``BatchNorm1d/2d/3d`` and their autograd Functions. ``from bnlib.nn import
+BatchNorm1d`` keeps working whichever file a module lives in.
+"""
+
+from .batchnorm import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    BatchNormFunction,
+    BatchNormInferenceFunction,
+    batch_norm,
+)
+
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "BatchNormFunction",
+    "BatchNormInferenceFunction",
+    "batch_norm",
+]
