@@ -2,9 +2,36 @@
 
 Each ``check_*`` function calls the reader's implementation and ``bnlib``'s on
 several random inputs, including edge shapes, and prints either a pass or the
-first mismatch: which case, which output, which shape, how far off. It never
-prints the expected values themselves, so it checks without giving the
-solution away. Each returns a :class:`CheckResult`, which is truthy on a pass.
+first problem: which case, which output, which shape, how far off and how that
+compares with the tolerance. It never prints the expected values themselves, so
+it checks without giving the solution away. Each returns a :class:`CheckResult`,
+which is truthy on a pass (``assert check_center(my_center)`` in a graded cell).
+
+A check never raises because of what the reader's function did. An exception
+(``SystemExit`` included), a wrong type, a tuple where one array is expected, a
+ragged list, an array of objects or strings, a torch tensor, a modified argument
+or a run longer than :data:`TIME_LIMIT` seconds each becomes a failing result with
+one sentence saying so. A skeleton (``raise NotImplementedError``, or returning
+``...`` or ``None``) is reported as "not written yet". Only ``KeyboardInterrupt``
+(the reader stopping the kernel) passes through.
+
+Time limit
+----------
+In the main thread on a system with ``SIGALRM`` (Linux and macOS: Jupyter, Colab,
+Binder, where a notebook's cells run in the kernel's main thread) the reader's
+function is stopped by ``signal.setitimer``: an exception is raised inside it at
+the limit, so an endless loop or a ``time.sleep`` ends and the kernel is free again
+(a single long call into compiled code, such as one huge matrix product, ends only
+when that call returns). The exception derives from ``BaseException``, so an
+``except Exception`` in the reader's code does not swallow it. Elsewhere (Windows,
+a thread other than the main one, or while another ``ITIMER_REAL`` timer is
+running, such as a test runner's) the function runs in a daemon thread that the
+check stops waiting for at the limit; Python cannot stop a thread, so it then
+keeps running in the background until the kernel restarts, and the message says so.
+
+In a notebook the message is printed once: the returned :class:`CheckResult`
+displays nothing when it was printed already, so ``check_center(my_center)`` as the
+last line of a cell does not show it a second time (with or without ``;``).
 
 Examples
 --------
@@ -20,7 +47,14 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import linecache
+import os
+import signal
+import sys
+import threading
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +62,7 @@ from . import activations, batchnorm, gradcheck, init, linreg, mlp, scaling, whi
 
 __all__ = [
     "CheckResult",
+    "TIME_LIMIT",
     "compare",
     # chapter 1
     "check_center",
@@ -58,21 +93,57 @@ __all__ = [
     "check_quadratic_probe",
 ]
 
+#: Seconds one call of the reader's function may take before the check stops it
+#: and reports a failure. Every exercise's answer runs in milliseconds.
+TIME_LIMIT = 5.0
+
 
 @dataclass
 class CheckResult:
-    """Outcome of a self-check: ``passed``, how many cases ran, and the first problem."""
+    """Outcome of a self-check: ``passed``, how many cases ran, and the first problem.
+
+    Truthy on a pass. ``printed`` records whether the check printed ``message``
+    already; in IPython (Jupyter, Colab) the result then displays nothing, so a
+    check called as a cell's last expression does not show its message twice.
+    """
 
     name: str
     passed: bool
     n_cases: int
     message: str
+    printed: bool = field(default=False, compare=False)
 
     def __bool__(self):
         return self.passed
 
     def __str__(self):
         return self.message
+
+    def __repr__(self):
+        return f"<CheckResult {self.name}: {'passed' if self.passed else 'failed'}>"
+
+    def _ipython_display_(self):
+        # IPython calls this instead of showing a repr, for a cell's last expression too;
+        # displaying nothing means no "Out[n]" at all.
+        if not self.printed:
+            print(self.message)
+
+
+class _Mismatch(Exception):
+    """A problem with what the reader's function returned; its text completes the message."""
+
+
+class _NotWritten(Exception):
+    """The reader's function is still the exercise's skeleton."""
+
+
+class _TimeLimitReached(BaseException):
+    """Raised inside the reader's function at the time limit (not an ``Exception``: not swallowed
+    by an ``except Exception`` in the reader's code)."""
+
+    def __init__(self, still_running=False):
+        super().__init__()
+        self.still_running = still_running
 
 
 def _copy(value):
@@ -87,41 +158,203 @@ def _same(a, b):
     if isinstance(a, np.ndarray):
         return isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
     return True
 
 
-def _as_tuple(value, n_outputs):
+# --- running the reader's function -----------------------------------------------------------------
+
+
+def _alarm_available():
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    )
+
+
+def _call_with_alarm(fn, args, seconds):
+    fired = []
+
+    def at_the_limit(signum, frame):
+        fired.append(True)
+        raise _TimeLimitReached()
+
+    previous = signal.signal(signal.SIGALRM, at_the_limit)
+    try:
+        # Repeats every 0.2 s past the limit, in case the reader's code catches the first one.
+        signal.setitimer(signal.ITIMER_REAL, seconds, 0.2)
+        try:
+            value = fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0.0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    if fired:  # the reader's code caught the exception and went on
+        raise _TimeLimitReached()
+    return value
+
+
+def _call_in_thread(fn, args, seconds):
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="bnlib-self-check", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _TimeLimitReached(still_running=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _call_with_time_limit(fn, args, seconds):
+    if _alarm_available():
+        return _call_with_alarm(fn, args, seconds)
+    return _call_in_thread(fn, args, seconds)
+
+
+_LIBRARY_DIRS = tuple(
+    os.path.normcase(os.path.abspath(d)) + os.sep
+    for d in {os.path.dirname(__file__), sys.prefix, sys.base_prefix, sys.exec_prefix}
+)
+
+
+def _where_it_raised(exc):
+    """`` at `line` in f`` for the last frame of the traceback in the reader's own code, or ''."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        path = os.path.normcase(os.path.abspath(filename)) if not filename.startswith("<") else filename
+        if not path.startswith(_LIBRARY_DIRS) and not filename.startswith("<frozen"):
+            found = (filename, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    line = linecache.getline(found[0], found[1]).strip()
+    return f" at `{line}` in {found[2]}" if line else f" in {found[2]}"
+
+
+def _first_line(text, limit=200):
+    text = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_exception(exc):
+    if isinstance(exc, SystemExit):
+        return (f"your function raised SystemExit{_where_it_raised(exc)}: sys.exit() or exit() ends a "
+                f"program, while a function hands back its result with return")
+    message = _first_line(exc)
+    text = f"your function raised {type(exc).__name__}" + (f": {message}" if message else "")
+    return text + _where_it_raised(exc)
+
+
+# --- judging what it returned ----------------------------------------------------------------------
+
+
+def _is_placeholder(value):
+    return value is None or value is Ellipsis
+
+
+def _placeholder_name(value):
+    return "None" if value is None else "`...`"
+
+
+def _split_outputs(value, output_names):
+    """The reader's return value as one entry per expected output, or a _Mismatch."""
+    n_outputs = len(output_names)
     if n_outputs == 1:
+        if isinstance(value, tuple):
+            return (_single_from_tuple(value, output_names[0]),)
         return (value,)
-    if not isinstance(value, (tuple, list)) or len(value) != n_outputs:
-        got = f"a {type(value).__name__} of length {len(value)}" if isinstance(value, (tuple, list)) else type(value).__name__
-        raise _Mismatch(f"expected {n_outputs} outputs returned as a tuple, got {got}")
+    names = ", ".join(output_names)
+    if not isinstance(value, (tuple, list)):
+        raise _Mismatch(f"expected {n_outputs} outputs ({names}) returned as a tuple, got {_type_name(value)}")
+    if len(value) != n_outputs:
+        raise _Mismatch(f"expected {n_outputs} outputs ({names}) returned as a tuple, got a "
+                        f"{type(value).__name__} of {len(value)}")
     return tuple(value)
 
 
-class _Mismatch(Exception):
-    pass
+def _single_from_tuple(value, name):
+    raise _Mismatch(
+        f"your function returned a tuple of {len(value)} items where one array ({name}) is expected: "
+        f"return that array alone"
+    )
+
+
+def _type_name(value):
+    kind = type(value)
+    module = kind.__module__
+    return kind.__name__ if module in ("builtins", "numpy") else f"{module}.{kind.__name__}"
+
+
+def _as_numbers(value, name):
+    """``value`` as an ndarray of bool, int or float, or a _Mismatch naming what it is instead."""
+    if _is_placeholder(value):
+        raise _Mismatch(f"{name} is {_placeholder_name(value)}: that part is not written yet")
+    if type(value).__module__.split(".")[0] == "torch":
+        raise _Mismatch(f"{name} is a torch tensor; the exercise works with numpy arrays "
+                        f"(compute with numpy, or return tensor.detach().numpy())")
+    if isinstance(value, (str, bytes, dict, set)):
+        raise _Mismatch(f"{name} is a {type(value).__name__}, not an array of numbers")
+    if isinstance(value, tuple) and not all(np.isscalar(v) for v in value):
+        raise _Mismatch(f"{name} is a tuple of {len(value)} items, not one array")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = np.asarray(value)
+    except ValueError as exc:
+        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+            raise _Mismatch(f"{name} is a ragged {type(value).__name__} (its rows differ in length), "
+                            f"not a rectangular array") from None
+        raise _Mismatch(f"{name} (a {_type_name(value)}) cannot be made into a numpy array: "
+                        f"{_first_line(exc)}") from None
+    if array.dtype.kind == "O":
+        raise _Mismatch(f"{name} is an array of Python objects (dtype object), not of numbers: "
+                        f"are some of its entries arrays, lists or None?")
+    if array.dtype.kind in "US":
+        raise _Mismatch(f"{name} holds text (dtype {array.dtype}), not numbers")
+    if array.dtype.kind not in "biuf":
+        raise _Mismatch(f"{name} has dtype {array.dtype}; real numbers are expected")
+    return array
 
 
 def _describe_difference(name, got, expected, rtol, atol):
-    got = np.asarray(got)
+    got = _as_numbers(got, name)
     expected = np.asarray(expected)
     if got.shape != expected.shape:
         return f"{name} has shape {got.shape}, expected shape {expected.shape}"
-    if not np.isfinite(got).all():
+    got64 = got.astype(np.float64)
+    if not np.isfinite(got64).all():
         return f"{name} contains NaN or infinity"
-    close = np.isclose(got, expected, rtol=rtol, atol=atol)
-    if close.all():
+    expected = expected.astype(np.float64)
+    diff = np.abs(got64 - expected)
+    tolerance = atol + rtol * np.abs(expected)  # numpy.isclose's rule, with the reference as b
+    outside = diff > tolerance
+    if not outside.any():
         return None
-    diff = np.abs(got - expected)
-    where = np.unravel_index(np.argmax(np.where(close, -np.inf, diff)), diff.shape)
-    scale = float(np.max(np.abs(expected))) or 1.0
-    return (
-        f"{name} differs: {np.count_nonzero(~close)} of {close.size} entries are off, the largest "
-        f"by {float(diff[where]):.3g} at index {tuple(int(i) for i in where)} "
-        f"(relative to the output's largest entry: {float(diff[where]) / scale:.2g})"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = np.where(outside, diff / tolerance, 0.0)
+    where = np.unravel_index(np.argmax(excess), excess.shape)
+    times = float(excess[where])
+    times_text = "infinitely many" if not np.isfinite(times) else f"{times:.3g}"
+    at = f" at index {tuple(int(i) for i in where)}" if got.ndim else ""
+    text = (
+        f"{name} differs: {np.count_nonzero(outside)} of {outside.size} entries are outside the tolerance "
+        f"(|yours - expected| <= {atol:g} + {rtol:g} * |expected|); the worst{at} is off by "
+        f"{float(diff[where]):.3g}, {times_text} times the tolerance there"
     )
+    if got.dtype in (np.float32, np.float16):
+        text += f" (your {name} is {got.dtype}: compute in float64)"
+    return text
 
 
 def _describe_args(args):
@@ -139,8 +372,54 @@ def _describe_args(args):
     return ", ".join(parts)
 
 
-def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rtol=1e-6, atol=1e-8, verbose=True):
-    """Run ``user_fn`` and ``reference_fn`` on every case and report the first mismatch.
+def _run_case(user_fn, args, reference_raw, expected, output_names, rtol, atol, convert, first_case,
+              none_is_an_answer):
+    """Run the reader's function on one case: None if it passes, else the problem (a sentence)."""
+    user_args = _copy(args)
+    try:
+        got = _call_with_time_limit(user_fn, user_args, TIME_LIMIT)
+    except KeyboardInterrupt:
+        raise  # the reader stopped the kernel
+    except NotImplementedError:
+        raise _NotWritten("your function raised NotImplementedError") from None
+    except _TimeLimitReached as exc:
+        text = (f"your function did not finish within the time limit of {TIME_LIMIT:g} s "
+                f"(an endless loop? every case takes well under a second)")
+        if exc.still_running:
+            text += "; it keeps running in the background until you restart the kernel"
+        return text
+    except BaseException as exc:  # noqa: BLE001 - whatever the reader's code raised, report it
+        return _describe_exception(exc)
+    try:
+        if _is_placeholder(got) and not _is_placeholder(reference_raw):
+            if first_case:
+                raise _NotWritten(f"your function returned {_placeholder_name(got)}")
+            if not (got is None and none_is_an_answer):
+                return f"your function returned {_placeholder_name(got)} (is a return missing on some path?)"
+        if (isinstance(got, tuple) and len(got) == len(output_names) > 1
+                and all(_is_placeholder(v) for v in got) and first_case):
+            raise _NotWritten(f"your function returned {_placeholder_name(got[0])} for every output")
+        if not _same(user_args, args):
+            return "your function modified its input arguments in place"
+        outputs = _split_outputs(convert(got) if convert else got, output_names)
+        for out_name, g, e in zip(output_names, outputs, expected):
+            problem = _describe_difference(out_name, g, e, rtol, atol)
+            if problem:
+                return problem
+    except (_Mismatch, _NotWritten) as exc:
+        if isinstance(exc, _NotWritten):
+            raise
+        return str(exc)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - e.g. an object whose __len__ or __array__ raises
+        return f"what your function returned could not be compared: {type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rtol=1e-6, atol=1e-8,
+            verbose=True, convert=None, none_is_an_answer=False):
+    """Run ``user_fn`` and ``reference_fn`` on every case and report the first problem.
 
     Parameters
     ----------
@@ -153,9 +432,16 @@ def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rto
     output_names : tuple of str
         Names of the outputs; its length is the number of outputs expected.
     rtol, atol : float
-        Tolerances of :func:`numpy.isclose`.
+        Tolerances of :func:`numpy.isclose`: an entry passes when
+        ``|yours - expected| <= atol + rtol * |expected|``.
     verbose : bool, default True
         Print the outcome.
+    convert : callable, optional
+        Applied to both functions' return values before they are compared (after
+        the reader's has been checked for a placeholder ``None``/``...``).
+    none_is_an_answer : bool, default False
+        ``None`` is a legitimate answer in some cases (then it is "not written
+        yet" only on the first case, whose answer is not ``None``).
 
     Returns
     -------
@@ -165,42 +451,50 @@ def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rto
     -----
     The reader's function gets copies of the arguments; if it modifies them, that
     is reported too, since every function in ``bnlib`` is pure. A mismatch names
-    the case, the shapes of its inputs, the output, and where and how far it is
-    off, never the expected values. ``NotImplementedError`` (an exercise's
-    placeholder) is reported as "not written yet".
+    the case, the shapes of its inputs, the output, where it is off, by how much
+    and how many times the tolerance that is, never the expected values.
+    ``NotImplementedError`` (an exercise's placeholder), or ``...`` or ``None``
+    returned on the first case, is reported as "not written yet". Nothing the
+    reader's function does makes this function raise, except ``KeyboardInterrupt``;
+    each call is stopped after :data:`TIME_LIMIT` seconds.
     """
-    n_outputs = len(output_names)
     message = f"{name}: passed all {len(cases)} cases."
     passed = True
     for index, (description, args) in enumerate(cases, start=1):
-        expected = _as_tuple(reference_fn(*_copy(args)), n_outputs)
-        user_args = _copy(args)
+        reference_raw = reference_fn(*_copy(args))
+        expected = _split_outputs(convert(reference_raw) if convert else reference_raw, output_names)
         where = f"case {index} of {len(cases)} ({description}; inputs: {_describe_args(args)})"
         try:
-            got = user_fn(*user_args)
-            got = _as_tuple(got, n_outputs)
-        except _Mismatch as exc:
-            message, passed = f"{name}: {where}: {exc}.", False
+            problem = _run_case(user_fn, args, reference_raw, expected, output_names, rtol, atol, convert,
+                                first_case=index == 1, none_is_an_answer=none_is_an_answer)
+        except _NotWritten as exc:
+            message, passed = f"{name}: not written yet ({exc}).", False
             break
-        except NotImplementedError:
-            message, passed = f"{name}: not written yet (your function raised NotImplementedError).", False
+        if problem:
+            end = "" if problem.endswith((".", "?", "!")) else "."
+            message, passed = f"{name}: {where}: {problem}{end}", False
             break
-        except Exception as exc:  # the reader's code raised: say so, do not hide it
-            message, passed = f"{name}: {where}: your function raised {type(exc).__name__}: {exc}", False
-            break
-        if not _same(user_args, args):
-            message, passed = f"{name}: {where}: your function modified its input arguments in place.", False
-            break
-        for out_name, g, e in zip(output_names, got, expected):
-            problem = _describe_difference(out_name, g, e, rtol, atol)
-            if problem:
-                message, passed = f"{name}: {where}: {problem}.", False
-                break
-        if not passed:
-            break
+    return _result(name, passed, len(cases), message, verbose)
+
+
+def _result(name, passed, n_cases, message, verbose):
     if verbose:
         print(message)
-    return CheckResult(name, passed, len(cases), message)
+    return CheckResult(name, passed, n_cases, message, printed=verbose)
+
+
+def _self_check(check):
+    """A public check: refuses anything but a function, with a sentence instead of an error."""
+
+    @functools.wraps(check)
+    def run(fn, verbose=True):
+        if not callable(fn):
+            name = check.__name__
+            return _result(name, False, 0, f"{name}: give it your function itself, as in {name}(my_function); "
+                           f"it got a value of type {_type_name(fn)}.", verbose)
+        return check(fn, verbose=verbose)
+
+    return run
 
 
 def _rng(seed):
@@ -218,17 +512,20 @@ def _matrix_cases(seed=0):
     ]
 
 
+@_self_check
 def check_center(fn, verbose=True):
     """Check a reader's ``center(x)`` against :func:`bnlib.center`."""
     return compare(fn, scaling.center, _matrix_cases(), name="check_center", verbose=verbose)
 
 
+@_self_check
 def check_standardize(fn, verbose=True):
     """Check a reader's ``standardize(x)`` (z-score per column, biased std) against :func:`bnlib.standardize`."""
     cases = [c for c in _matrix_cases(1) if c[0] != "one sample"]
     return compare(fn, scaling.standardize, cases, name="check_standardize", rtol=1e-5, atol=1e-7, verbose=verbose)
 
 
+@_self_check
 def check_min_max_scale(fn, verbose=True):
     """Check a reader's ``min_max_scale(x, feature_range)`` against :func:`bnlib.min_max_scale`.
 
@@ -250,6 +547,7 @@ def check_min_max_scale(fn, verbose=True):
     return compare(fn, scaling.min_max_scale, cases, name="check_min_max_scale", verbose=verbose)
 
 
+@_self_check
 def check_per_feature_rates(fn, verbose=True):
     """Check ``fn(x, y, lr, n_steps)``: gradient descent with one learning rate per weight.
 
@@ -283,6 +581,7 @@ def check_per_feature_rates(fn, verbose=True):
                    rtol=1e-6, atol=1e-9, verbose=verbose)
 
 
+@_self_check
 def check_covariance(fn, verbose=True):
     """Check a reader's ``covariance(x)`` (biased, divide by N) against :func:`bnlib.covariance`."""
     cases = [c for c in _matrix_cases(3) if c[0] != "one sample"]
@@ -302,6 +601,7 @@ def _whitening_inputs(seed):
     ]
 
 
+@_self_check
 def check_zca_whiten(fn, verbose=True):
     """Check a reader's ``zca_whiten(x, eps)`` against :func:`bnlib.zca_whiten`.
 
@@ -313,6 +613,7 @@ def check_zca_whiten(fn, verbose=True):
     return compare(fn, whitening.zca_whiten, cases, name="check_zca_whiten", rtol=1e-5, atol=1e-6, verbose=verbose)
 
 
+@_self_check
 def check_cholesky_whiten(fn, verbose=True):
     """Check a reader's ``cholesky_whiten(x)`` (``eps = 0``): ``(x - mean) @ L^{-T}``, ``Sigma = L L^T``.
 
@@ -346,6 +647,7 @@ def _bn_cases(seed):
     return cases
 
 
+@_self_check
 def check_batchnorm_forward(fn, verbose=True):
     """Check a reader's ``batchnorm_forward(x, gamma, beta, eps)`` output ``y``.
 
@@ -364,6 +666,7 @@ def check_batchnorm_forward(fn, verbose=True):
     return compare(reader, reference, cases, name="check_batchnorm_forward", output_names=("y",), verbose=verbose)
 
 
+@_self_check
 def check_batchnorm_backward(fn, verbose=True):
     """Check a reader's backward pass ``fn(dy, x, gamma, eps) -> (dx, dgamma, dbeta)``.
 
@@ -391,6 +694,7 @@ def _linear_bn_backward_reference(dy, x, weight, bias, gamma, beta, eps):
     return dx_lin.T @ x, dx_lin.sum(axis=0), dgamma, dbeta
 
 
+@_self_check
 def check_linear_bn_backward(fn, verbose=True):
     """Check ``fn(dy, x, weight, bias, gamma, beta, eps) -> (d_weight, d_bias, d_gamma, d_beta)``.
 
@@ -418,6 +722,7 @@ def check_linear_bn_backward(fn, verbose=True):
     )
 
 
+@_self_check
 def check_inference_backward(fn, verbose=True):
     """Check ``fn(dy, gamma, running_var, eps) -> dx`` for BN at inference.
 
@@ -448,6 +753,7 @@ def check_inference_backward(fn, verbose=True):
                    rtol=1e-6, atol=1e-8, verbose=verbose)
 
 
+@_self_check
 def check_batchnorm_inference(fn, verbose=True):
     """Check a reader's ``batchnorm_inference(x, gamma, beta, running_mean, running_var, eps)``."""
     rng = _rng(7)
@@ -459,6 +765,7 @@ def check_batchnorm_inference(fn, verbose=True):
     return compare(fn, batchnorm.batchnorm_inference, cases, name="check_batchnorm_inference", output_names=("y",), verbose=verbose)
 
 
+@_self_check
 def check_update_running_stats(fn, verbose=True):
     """Check ``update_running_stats(running_mean, running_var, batch_mean, batch_var, n, momentum)``.
 
@@ -473,6 +780,7 @@ def check_update_running_stats(fn, verbose=True):
     return compare(fn, batchnorm.update_running_stats, cases, name="check_update_running_stats", output_names=("mean", "var"), verbose=verbose)
 
 
+@_self_check
 def check_population_statistics(fn, verbose=True):
     """Check a reader's ``population_statistics(batches) -> (mean, var)`` (Algorithm 2)."""
     rng = _rng(9)
@@ -483,6 +791,7 @@ def check_population_statistics(fn, verbose=True):
     return compare(fn, batchnorm.population_statistics, cases, name="check_population_statistics", output_names=("mean", "var"), verbose=verbose)
 
 
+@_self_check
 def check_fold_batchnorm(fn, verbose=True):
     """Check ``fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps)``."""
     rng = _rng(10)
@@ -495,6 +804,7 @@ def check_fold_batchnorm(fn, verbose=True):
     return compare(fn, batchnorm.fold_batchnorm, cases, name="check_fold_batchnorm", output_names=("weight", "bias"), verbose=verbose)
 
 
+@_self_check
 def check_sigmoid_grad(fn, verbose=True):
     """Check a reader's ``sigmoid_grad(x)`` (the derivative of the sigmoid)."""
     cases = [
@@ -504,6 +814,7 @@ def check_sigmoid_grad(fn, verbose=True):
     return compare(fn, activations.sigmoid_grad, cases, name="check_sigmoid_grad", atol=1e-10, verbose=verbose)
 
 
+@_self_check
 def check_dense_backward(fn, verbose=True):
     """Check ``fn(dout, x, weight, bias, activation) -> (dx, dweight, dbias)``.
 
@@ -527,6 +838,7 @@ def check_dense_backward(fn, verbose=True):
                    rtol=1e-7, atol=1e-10, verbose=verbose)
 
 
+@_self_check
 def check_lecun_normal(fn, verbose=True):
     """Check ``fn(fan_in, fan_out, rng)``: weights of shape ``(fan_out, fan_in)`` from ``N(0, 1/fan_in)``.
 
@@ -551,6 +863,7 @@ def _first_step_reaching(eval_steps, values, threshold):
     return int(eval_steps[hits[0]]) if hits.size else None
 
 
+@_self_check
 def check_steps_to_reach(fn, verbose=True):
     """Check ``fn(eval_steps, values, threshold)``: the first step whose value is >= threshold.
 
@@ -559,12 +872,8 @@ def check_steps_to_reach(fn, verbose=True):
     reached (compared as -1). Same rule as ``bnlib.experiments.steps_to_reach``.
     """
 
-    def as_array(f):
-        def wrapped(*args):
-            result = f(*args)
-            return np.array(-1 if result is None else result)
-
-        return wrapped
+    def none_as_minus_one(step):
+        return -1 if step is None else step
 
     rng = _rng(17)
     steps = np.arange(0, 500, 25)
@@ -577,10 +886,11 @@ def check_steps_to_reach(fn, verbose=True):
         ("a value exactly at the threshold", (steps, np.r_[rising[:-1], 0.97], 0.97)),
         ("uneven evaluation steps", (np.array([0, 10, 30, 70, 150]), np.array([0.1, 0.4, 0.3, 0.8, 0.9]), 0.35)),
     ]
-    return compare(as_array(fn), as_array(_first_step_reaching), cases, name="check_steps_to_reach",
-                   output_names=("step",), verbose=verbose)
+    return compare(fn, _first_step_reaching, cases, name="check_steps_to_reach", output_names=("step",),
+                   convert=none_as_minus_one, none_is_an_answer=True, verbose=verbose)
 
 
+@_self_check
 def check_bn_output_std(fn, verbose=True):
     """Check ``fn(v, eps)``: the standard deviation of BN's output for features of batch variance ``v``.
 
@@ -613,6 +923,7 @@ def _quadratic_probe_reference(a, w, etas):
     return float(np.ptp(losses)), float(np.max(distances)), beta
 
 
+@_self_check
 def check_quadratic_probe(fn, verbose=True):
     """Check ``fn(a, w, etas) -> (loss_range, gradient_predictiveness, beta_smoothness)``.
 
