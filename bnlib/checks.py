@@ -242,12 +242,23 @@ def _where_it_raised(exc):
     return f" at `{line}` in {found[2]}" if line else f" in {found[2]}"
 
 
-def _first_line(text, limit=200):
-    text = str(text).strip().splitlines()[0] if str(text).strip() else ""
+def _first_line(value, limit=200):
+    try:
+        text = str(value).strip()
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails
+        return ""
+    text = text.splitlines()[0] if text else ""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe_exception(exc):
+    try:
+        return _describe_exception_unguarded(exc)
+    except Exception:  # noqa: BLE001 - a strange exception object: say what little is certain
+        return f"your function raised {type(exc).__name__}"
+
+
+def _describe_exception_unguarded(exc):
     if isinstance(exc, SystemExit):
         return (f"your function raised SystemExit{_where_it_raised(exc)}: sys.exit() or exit() ends a "
                 f"program, while a function hands back its result with return")
