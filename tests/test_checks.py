@@ -1,5 +1,11 @@
 """The exercise self-checks pass right answers and name the first problem of wrong ones."""
 
+import re
+import signal
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -325,3 +331,149 @@ def test_steps_to_reach_reference_agrees_with_bnlib_experiments():
     for values, threshold in [(np.sort(rng.uniform(size=steps.size)), 0.6), (rng.uniform(size=steps.size), 2.0)]:
         history = experiments.History(np.zeros(0), steps, values, values, values, values, np.zeros((steps.size, 1)))
         assert checks._first_step_reaching(steps, values, threshold) == experiments.steps_to_reach(history, threshold)
+
+
+# --- messages: the tolerance, skeletons, a student's mistakes (issues #10 and #16) -------------------
+
+
+def test_a_mismatch_states_the_tolerance_and_how_many_times_it_is_exceeded():
+    def forgot_eps(x, gamma, beta, eps):
+        return naive_forward(x, gamma, beta, 0.0)
+
+    result = checks.check_batchnorm_forward(forgot_eps, verbose=False)
+    assert not result
+    m = re.search(r"\(\|yours - expected\| <= ([\d.e+-]+) \+ ([\d.e+-]+) \* \|expected\|\); "
+                  r"the worst at index \((\d+), (\d+)\) is off by ([\d.e+-]+), ([\d.e+-]+) times the tolerance there",
+                  result.message)
+    assert m, result.message
+    atol, rtol, _, _, off, times = (float(g) for g in m.groups())
+    assert (atol, rtol) == (1e-8, 1e-6)
+    assert times > 1 and off > atol  # far beyond rounding: the message says so with a number
+
+
+def test_times_the_tolerance_is_measured_at_the_worst_entry():
+    """Entry (0, 0) is off by more, but entry (1, 1) exceeds its (smaller) tolerance by more."""
+    expected = np.array([[1e3, 1.0], [1.0, 1e-3]])
+
+    def reference(x):
+        return expected.copy()
+
+    def close(x):
+        got = expected.copy()
+        got[0, 0] += 1e-2  # tolerance 1e-8 + 1e-6 * 1e3 ~ 1e-3: 10 times
+        got[1, 1] += 1e-5  # tolerance ~ 1e-8: about 1000 times
+        return got
+
+    result = checks.compare(close, reference, [("one case", (np.zeros(1),))], name="t", verbose=False)
+    assert "at index (1, 1) is off by 1e-05" in result.message and "2 of 4 entries" in result.message, result.message
+    times = float(re.search(r"([\d.e+]+) times the tolerance", result.message).group(1))
+    assert times == pytest.approx(1e-5 / (1e-8 + 1e-6 * 1e-3), rel=1e-2)
+
+
+@pytest.mark.parametrize("skeleton", [lambda x: ..., lambda x: None], ids=["ellipsis", "none"])
+def test_a_skeleton_returning_ellipsis_or_none_is_not_written_yet(skeleton):
+    result = checks.check_center(skeleton, verbose=False)
+    assert not result and result.message.startswith("check_center: not written yet"), result.message
+
+
+def test_a_tuple_of_placeholders_is_not_written_yet():
+    result = checks.check_batchnorm_backward(lambda dy, x, gamma, eps: (..., ..., ...), verbose=False)
+    assert result.message.startswith("check_batchnorm_backward: not written yet"), result.message
+    partly = checks.check_batchnorm_backward(lambda dy, x, gamma, eps: naive_backward(dy, x, gamma, eps)[:2] + (...,),
+                                             verbose=False)
+    assert "dbeta is `...`: that part is not written yet" in partly.message, partly.message
+
+
+def test_none_is_a_right_answer_where_the_exercise_says_so():
+    """check_steps_to_reach: None means 'never reached'; it is a mismatch, not a skeleton, on later cases."""
+    assert checks.check_steps_to_reach(steps_to_reach, verbose=False)
+    result = checks.check_steps_to_reach(
+        lambda s, v, t: steps_to_reach(s, v, t) if t != 0.97 else None, verbose=False)
+    assert "exactly at the threshold" in result.message and "step differs" in result.message
+
+
+@pytest.mark.parametrize(
+    "wrong, says",
+    [
+        (lambda x: ((x - x.mean(0)) / x.std(0), x.mean(0)), "returned a tuple of 2 items where one array"),
+        (lambda x: [[1.0, 2.0], [3.0]], "ragged list"),
+        (lambda x: np.array(["a", "b"]), "holds text"),
+        (lambda x: np.empty(x.shape, dtype=object), "array of Python objects"),
+        (lambda x: sys.exit(), "raised SystemExit"),
+        (lambda x: 1 / 0, "raised ZeroDivisionError: division by zero at `(lambda x: 1 / 0, "),
+        (lambda x: x.nonexistent, "raised AttributeError"),
+        ("not a function", "give it your function itself"),
+    ],
+    ids=["tuple", "ragged", "strings", "objects", "sys.exit", "zero-division", "attribute", "not-callable"],
+)
+def test_a_students_mistake_is_a_failing_result_in_one_sentence(wrong, says):
+    result = checks.check_standardize(wrong, verbose=False)
+    assert not result and says in result.message, result.message
+    assert "\n" not in result.message
+
+
+def test_a_torch_tensor_that_requires_grad_is_reported():
+    torch = pytest.importorskip("torch")
+    result = checks.check_center(lambda x: torch.tensor(x, requires_grad=True) - 1, verbose=False)
+    assert not result and "torch tensor" in result.message and ".detach().numpy()" in result.message
+
+
+def test_an_endless_function_is_stopped_at_the_time_limit(monkeypatch):
+    monkeypatch.setattr(checks, "TIME_LIMIT", 0.2)
+
+    def endless(x):
+        while True:
+            try:
+                time.sleep(0.01)
+            except Exception:  # noqa: BLE001 - a student's catch-all does not swallow the limit
+                pass
+
+    start = time.perf_counter()
+    result = checks.check_center(endless, verbose=False)
+    assert time.perf_counter() - start < 2.0
+    assert not result and "did not finish within the time limit of 0.2 s" in result.message
+    assert "background" not in result.message  # stopped, not abandoned
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+
+
+def test_outside_the_main_thread_the_limit_abandons_a_thread(monkeypatch):
+    """No SIGALRM there: the function runs in a daemon thread, and the message says it keeps running."""
+    monkeypatch.setattr(checks, "TIME_LIMIT", 0.2)
+    stop = threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(checks.check_center(lambda x: stop.wait(30), verbose=False)))
+    worker.start()
+    worker.join(10)
+    stop.set()
+    (result,) = results
+    assert not result and "time limit of 0.2 s" in result.message and "keeps running in the background" in result.message
+    passed = []
+    worker = threading.Thread(target=lambda: passed.append(checks.check_center(lambda x: x - x.mean(0), verbose=False)))
+    worker.start()
+    worker.join(10)
+    assert passed[0], passed[0].message
+
+
+def test_a_keyboard_interrupt_still_stops_the_check():
+    def interrupted(x):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checks.check_center(interrupted, verbose=False)
+
+
+def test_the_result_displays_nothing_in_ipython_when_printed_already(capsys):
+    """What Jupyter shows for a cell's last expression: IPython's display formatter, which calls
+    _ipython_display_ and then shows nothing else."""
+    formatters = pytest.importorskip("IPython.core.formatters")
+    formatter = formatters.DisplayFormatter()
+    printed = checks.check_center(lambda x: x - x.mean(0))
+    assert capsys.readouterr().out == "check_center: passed all 5 cases.\n"
+    assert formatter.format(printed) == ({}, {})
+    assert capsys.readouterr().out == ""  # no second copy
+    quiet = checks.check_center(lambda x: x, verbose=False)
+    assert capsys.readouterr().out == ""
+    assert formatter.format(quiet) == ({}, {})
+    assert capsys.readouterr().out == quiet.message + "\n"  # shown once, when it was not printed
+    assert repr(quiet) == "<CheckResult check_center: failed>"
