@@ -320,3 +320,18 @@ def test_malformed_exercises_are_refused(make_student, tmp_path):
         path.write_text(header + "---\n\n" + base.replace("CHECK", check).replace("SOLUTION", solution))
         with pytest.raises(make_student.ExerciseFormError):
             make_student.nbgrader_source_notebook(path)
+
+
+def test_make_student_writes_both_versions(make_student, tmp_path, capsys):
+    chapter = CHAPTERS[0]
+    course = tmp_path / "course"
+    assert make_student.main(["--out", str(tmp_path / "student"), "--nbgrader-course", str(course), str(chapter)]) == 0
+    assert (tmp_path / "student" / f"{chapter.stem}.ipynb").exists()
+    source = course / "source" / chapter.stem / f"{chapter.stem}.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    assert any(c.metadata.get("nbgrader", {}).get("grade") for c in nb.cells)
+    assert "course_id" in (course / "nbgrader_config.py").read_text()
+    (course / "nbgrader_config.py").write_text("# the instructor's own\n")
+    make_student.main(["--out", str(tmp_path / "student"), "--nbgrader-course", str(course), str(chapter)])
+    assert (course / "nbgrader_config.py").read_text() == "# the instructor's own\n"  # kept
+    assert str(source) in capsys.readouterr().out
