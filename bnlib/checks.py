@@ -52,6 +52,7 @@ import linecache
 import os
 import signal
 import sys
+import textwrap
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ __all__ = [
 #: Seconds one call of the reader's function may take before the check stops it
 #: and reports a failure. Every exercise's answer runs in milliseconds.
 TIME_LIMIT = 5.0
+PRINT_WIDTH = 78  # characters per printed line
 
 
 @dataclass
@@ -126,7 +128,7 @@ class CheckResult:
         # IPython calls this instead of showing a repr, for a cell's last expression too;
         # displaying nothing means no "Out[n]" at all.
         if not self.printed:
-            print(self.message)
+            _print(self.message)
 
 
 class _Mismatch(Exception):
@@ -490,9 +492,15 @@ def compare(user_fn, reference_fn, cases, *, name, output_names=("output",), rto
     return _result(name, passed, len(cases), message, verbose)
 
 
+def _print(message):
+    # Wrapped to fit a notebook's or the website's code output without scrolling sideways; the
+    # result's ``message`` stays one line.
+    print(textwrap.fill(message, width=PRINT_WIDTH, break_long_words=False, break_on_hyphens=False))
+
+
 def _result(name, passed, n_cases, message, verbose):
     if verbose:
-        print(message)
+        _print(message)
     return CheckResult(name, passed, n_cases, message, printed=verbose)
 
 

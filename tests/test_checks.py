@@ -475,5 +475,7 @@ def test_the_result_displays_nothing_in_ipython_when_printed_already(capsys):
     quiet = checks.check_center(lambda x: x, verbose=False)
     assert capsys.readouterr().out == ""
     assert formatter.format(quiet) == ({}, {})
-    assert capsys.readouterr().out == quiet.message + "\n"  # shown once, when it was not printed
+    out = capsys.readouterr().out
+    assert " ".join(out.split()) == quiet.message  # shown once, when it was not printed
+    assert max(len(line) for line in out.splitlines()) <= checks.PRINT_WIDTH  # wrapped; message is one line
     assert repr(quiet) == "<CheckResult check_center: failed>"

@@ -162,7 +162,7 @@ def test_student_notebook_runs_top_to_bottom(executed, chapter):
     check_cells = [c for c in nb.cells if c.cell_type == "code" and CALLS_A_CHECK.search(c.source)]
     for cell in check_cells:
         printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-        assert re.fullmatch(r"check_\w+: not written yet \([^\n]*\)\.\n", printed), (chapter.stem, cell.source, printed)
+        assert re.fullmatch(r"check_\w+: not written yet \(.*\)\.", " ".join(printed.split())), (chapter.stem, printed)
         assert not [o for o in cell.outputs if o.output_type != "stream"], f"{chapter.stem}: {cell.source} displays more"
     print(f"{chapter.stem}.ipynb (student): ran in {seconds:.1f} s, {len(check_cells)} self-checks not written yet")
 
@@ -262,7 +262,7 @@ def test_the_chapters_solutions_pass_their_self_checks(filled, chapter):
     assert checks
     for cell in checks:
         printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-        assert re.fullmatch(r"check_\w+: passed all \d+ cases\.\n", printed), (chapter.stem, cell.source, printed)
+        assert re.fullmatch(r"check_\w+: passed all \d+ cases\.", " ".join(printed.split())), (chapter.stem, printed)
 
 
 # --- the nbgrader source version (nbgrader itself runs in test_nbgrader.py) --------------------------
