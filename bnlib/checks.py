@@ -191,7 +191,8 @@ def _call_with_alarm(fn, args, seconds):
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0.0)
     finally:
-        signal.signal(signal.SIGALRM, previous)
+        # None: the previous handler was not installed from Python; the default is what it was.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
     if fired:  # the reader's code caught the exception and went on
         raise _TimeLimitReached()
     return value
