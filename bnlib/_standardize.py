@@ -36,11 +36,22 @@ def _trailing_and_leading(axes, ndim):
     return trailing, tuple(a for a in axes if a < first)
 
 
+@functools.lru_cache(maxsize=64)
+def _ones(n):
+    """A read-only float64 vector of ``n`` ones, made once per length."""
+    ones = np.ones(n)
+    ones.flags.writeable = False
+    return ones
+
+
 def sum_over(a, axes):
     """``a.sum(axis=axes, keepdims=True)`` in float64: the trailing axes pairwise in ``a``'s dtype."""
     trailing, leading = _trailing_and_leading(axes, a.ndim)
     if trailing:
         a = a.sum(axis=trailing, keepdims=True)
+    if leading == (0,):  # the batch axis: a product with a vector of ones, by BLAS in float64
+        n = a.shape[0]
+        return (_ones(n) @ a.astype(np.float64).reshape(n, -1)).reshape((1,) + a.shape[1:])
     return a.sum(axis=leading, dtype=np.float64, keepdims=True)
 
 
@@ -51,13 +62,12 @@ def sum_of_products(a, b, axes):
     without an array of products.
     """
     trailing, leading = _trailing_and_leading(axes, a.ndim)
-    if trailing:
-        leading_shape = a.shape[: a.ndim - len(trailing)]
-        rows = leading_shape + (count_over(a.shape, trailing),)
-        products = np.vecdot(a.reshape(rows), b.reshape(rows)).reshape(leading_shape + (1,) * len(trailing))
-    else:
-        products = a * b
-    return products.sum(axis=leading, dtype=np.float64, keepdims=True)
+    if not trailing:
+        return sum_over(a * b, axes)
+    leading_shape = a.shape[: a.ndim - len(trailing)]
+    rows = leading_shape + (count_over(a.shape, trailing),)
+    products = np.vecdot(a.reshape(rows), b.reshape(rows)).reshape(leading_shape + (1,) * len(trailing))
+    return sum_over(products, leading)
 
 
 def count_over(shape, axes):
@@ -79,7 +89,7 @@ def overflow_error(name, arr, dtype):
 def inverse_std(var, eps, what):
     """``1 / sqrt(var + eps)``, refusing to divide by zero (``var == eps == 0``)."""
     denominator = var + eps
-    if not denominator.all():
+    if eps == 0 and not denominator.all():
         zero = np.flatnonzero(denominator == 0)
         raise ValueError(
             f"{what} is 0 in channel(s) {zero[:5].tolist()}{' ...' if zero.size > 5 else ''} "
@@ -90,9 +100,9 @@ def inverse_std(var, eps, what):
 
 def _two_passes(x, axes, m):
     """``mean = sum(x) / m``, then ``var = sum((x - mean)**2) / m`` from the centred values."""
-    mean = sum_over(x, axes) / m
-    xc = x - mean.astype(x.dtype)
-    var = sum_of_products(xc, xc, axes) / m
+    mean = (sum_over(x, axes) / m).astype(x.dtype)
+    xc = x - mean
+    var = (sum_of_products(xc, xc, axes) / m).astype(x.dtype)
     return xc, mean, var
 
 
@@ -109,10 +119,14 @@ def centred_moments(x, axes, name="x"):
     m = count_over(x.shape, axes)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are checked below
         xc, mean, var = _two_passes(x, axes, m)
-        if x.dtype != np.float64 and not np.isfinite(var).all():
+        finite = np.isfinite(var).all()
+        if not finite and x.dtype != np.float64:
+            # float32 squares or partial sums overflowed: the same passes in float64, and the
+            # variance back in float32 (infinite if it is beyond float32's range)
             xc, mean, var = _two_passes(x.astype(np.float64), axes, m)
-        mean, var = mean.astype(x.dtype, copy=False), var.astype(x.dtype, copy=False)
-    if not np.isfinite(var).all():
+            mean, var = mean.astype(x.dtype), var.astype(x.dtype)
+            finite = np.isfinite(var).all()
+    if not finite:
         check_finite(x, name)
         raise overflow_error(name, x, x.dtype)
     return xc, mean, var

@@ -15,6 +15,7 @@ axis but the channels, followed by a per-channel scale and shift.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import NamedTuple
 
@@ -73,6 +74,7 @@ class BatchNormCache(NamedTuple):
     eps: float
 
 
+@functools.lru_cache(maxsize=16)
 def _batch_axes(ndim):
     """Every axis but the channels (axis 1): the axes BN's statistics are taken over."""
     return (0,) + tuple(range(2, ndim))
@@ -261,7 +263,7 @@ def batchnorm_backward(dy, cache):
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are checked below
         # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat));  dbeta, dgamma: the sums
         dx, dbeta, dgamma = standardize_backward(dy, cache.x_hat, scale, _batch_axes(ndim))
-    if not (np.isfinite(dbeta).all() and np.isfinite(dgamma).all()):
+    if not np.isfinite(dgamma).all():  # a NaN or inf in dy makes dy * x_hat non-finite
         check_finite(dy, "dy")
         raise overflow_error("dy", dy, dy.dtype)
     return dx, dgamma.reshape(c).astype(dy.dtype), dbeta.reshape(c).astype(dy.dtype)
