@@ -90,13 +90,17 @@ def torch_step_factory(torch, x, gamma, beta, dy):
 
 
 def interleaved_times(funcs, repeats, warmup=3):
-    """Wall times (s) of each function, calling them in turn ``repeats`` times."""
+    """Wall times (s) of each function, calling them in turn ``repeats`` times.
+
+    The order alternates (A B, B A, A B, ...), so neither always runs right after the other.
+    """
     for _ in range(warmup):
         for f in funcs.values():
             f()
     times = {name: [] for name in funcs}
-    for _ in range(repeats):
-        for name, f in funcs.items():
+    items = list(funcs.items())
+    for i in range(repeats):
+        for name, f in items if i % 2 == 0 else items[::-1]:
             start = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - start)
@@ -104,7 +108,10 @@ def interleaved_times(funcs, repeats, warmup=3):
 
 
 def compare(funcs, repeats):
-    """Medians of ``bnlib`` and ``torch`` and the paired ratios' median and quartiles."""
+    """Medians of ``bnlib`` and ``torch`` and the paired ratios' median and quartiles.
+
+    A pair is one bnlib run and the torch run next to it: both saw about the same load.
+    """
     times = interleaved_times(funcs, repeats)
     med = {name: statistics.median(t) for name, t in times.items()}
     q1, q2, q3 = statistics.quantiles([a / b for a, b in zip(times["bnlib"], times["torch"])], n=4)

@@ -36,6 +36,9 @@ def _trailing_and_leading(axes, ndim):
     return trailing, tuple(a for a in axes if a < first)
 
 
+_SMALL = 1 << 16  # elements: a float64 copy of 512 KiB
+
+
 @functools.lru_cache(maxsize=64)
 def _ones(n):
     """A read-only float64 vector of ``n`` ones, made once per length."""
@@ -49,7 +52,9 @@ def sum_over(a, axes):
     trailing, leading = _trailing_and_leading(axes, a.ndim)
     if trailing:
         a = a.sum(axis=trailing, keepdims=True)
-    if leading == (0,):  # the batch axis: a product with a vector of ones, by BLAS in float64
+    if leading == (0,) and a.size <= _SMALL:
+        # A small batch: numpy's float64 reduction of float32 values costs more to set up
+        # than the same sum as a product with a vector of ones (BLAS, in float64).
         n = a.shape[0]
         return (_ones(n) @ a.astype(np.float64).reshape(n, -1)).reshape((1,) + a.shape[1:])
     return a.sum(axis=leading, dtype=np.float64, keepdims=True)
@@ -197,12 +202,13 @@ def standardize_backward(dx_hat, x_hat, scale, axes):
     It sums to zero over ``axes`` and, when ``eps = 0``, is orthogonal to ``x_hat``.
     """
     m = count_over(x_hat.shape, axes)
+    dx = dx_hat * x_hat  # the array dx is built in holds the products first
+    sum_dx_hat_x_hat = sum_over(dx, axes)
     sum_dx_hat = sum_over(dx_hat, axes)
-    sum_dx_hat_x_hat = sum_of_products(dx_hat, x_hat, axes)
     mean_dx_hat = (sum_dx_hat / m).astype(x_hat.dtype)
     mean_dx_hat_x_hat = (sum_dx_hat_x_hat / m).astype(x_hat.dtype)
-    # dx = scale * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat), in one array:
-    dx = x_hat * mean_dx_hat_x_hat
+    # dx = scale * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat), in place:
+    np.multiply(x_hat, mean_dx_hat_x_hat, out=dx)
     dx += mean_dx_hat
     np.subtract(dx_hat, dx, out=dx)
     dx *= scale
