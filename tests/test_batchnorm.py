@@ -286,7 +286,8 @@ def test_integer_input_is_promoted_to_float64():
 
 # ------------------------------------------------------------------- awkward shapes, float32 accuracy
 
-AWKWARD_SHAPES = [(7, 3), (10, 1000), (13, 5, 3), (3, 2, 5, 7), (2, 3, 1, 1, 9)]
+# (300, 256) is above the size below which the batch-axis sums go through BLAS
+AWKWARD_SHAPES = [(7, 3), (10, 1000), (300, 256), (13, 5, 3), (3, 2, 5, 7), (2, 3, 1, 1, 9)]
 
 
 def reference(x, gamma, beta, dy, eps):
@@ -316,7 +317,9 @@ def test_awkward_shapes_match_the_textbook_formulas(shape):
     assert_allclose(y_inf, y, rtol=1e-11, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(64, 5), (8, 3, 4, 4), (4, 3, 16, 64)], ids=["NC", "NCHW", "NCHW-long"])
+@pytest.mark.parametrize(
+    "shape", [(64, 5), (300, 256), (8, 3, 4, 4), (4, 3, 16, 64)], ids=["NC", "NC-large", "NCHW", "NCHW-long"]
+)
 def test_float32_is_within_a_few_roundings_of_float64(shape):
     x, gamma, beta, dy = make_batch(shape, seed=22)
     expected = reference(x, gamma, beta, dy, 1e-5)
