@@ -13,8 +13,8 @@ shift.
 Sums are accumulated in float64, so float32 data loses no digits in them. The trailing
 axes are a contiguous run of values that numpy sums pairwise (or, for a sum of products,
 by a dot product with several partial sums) with an error of a few roundings, so those
-axes are summed first in the data's own dtype and the rest in float64. Arrays as large as
-``x`` are allocated only for results; intermediate steps work in place.
+axes are summed first in the data's own dtype and the rest in float64. Intermediate steps
+work in place where they can, so few arrays as large as ``x`` are allocated.
 """
 
 from __future__ import annotations
@@ -94,11 +94,12 @@ def overflow_error(name, arr, dtype):
 def inverse_std(var, eps, what):
     """``1 / sqrt(var + eps)``, refusing to divide by zero (``var == eps == 0``)."""
     denominator = var + eps
-    if eps == 0 and not denominator.all():
+    if var.dtype.type(eps) == 0 and not denominator.all():  # eps is 0 in var's dtype
         zero = np.flatnonzero(denominator == 0)
+        eps_text = "eps=0," if eps == 0 else f"eps={eps!r}, which is 0 in {var.dtype},"
         raise ValueError(
             f"{what} is 0 in channel(s) {zero[:5].tolist()}{' ...' if zero.size > 5 else ''} "
-            f"and eps=0, so normalising divides by zero; use eps > 0 (PyTorch's default is 1e-5)"
+            f"and {eps_text} so normalising divides by zero; use eps > 0 (PyTorch's default is 1e-5)"
         )
     return 1.0 / np.sqrt(denominator)
 

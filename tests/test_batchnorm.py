@@ -511,6 +511,12 @@ def test_a_constant_channel_with_eps_zero_is_rejected_not_nan():
         fold_batchnorm(np.ones((2, 3)), None, ones, zeros, zeros, np.array([1.0, 0.0]), eps=0.0)
 
 
+def test_an_eps_that_is_zero_in_float32_is_caught_too():
+    x = np.array([[1.0, 2.0], [1.0, 3.0]], np.float32)
+    with pytest.raises(ValueError, match=r"is 0 in channel\(s\) \[0\] and eps=1e-50, which is 0 in float32"):
+        batchnorm_forward(x, np.ones(2, np.float32), np.zeros(2, np.float32), eps=1e-50)
+
+
 def test_non_numeric_eps_is_rejected():
     with pytest.raises(TypeError, match="eps must be a non-negative real number, got '1e-5'"):
         batchnorm_forward(np.ones((4, 3)), np.ones(3), np.zeros(3), eps="1e-5")
