@@ -104,16 +104,8 @@ def inverse_std(var, eps, what):
     return 1.0 / np.sqrt(denominator)
 
 
-def _two_passes(x, axes, m):
-    """``mean = sum(x) / m``, then ``var = sum((x - mean)**2) / m`` from the centred values."""
-    mean = (sum_over(x, axes) / m).astype(x.dtype)
-    xc = x - mean
-    var = (sum_of_products(xc, xc, axes) / m).astype(x.dtype)
-    return xc, mean, var
-
-
 def centred_moments(x, axes, name="x"):
-    """``x - mean``, ``mean`` and the biased ``var`` over ``axes``, from centred values.
+    """``x - mean``, ``mean`` and the biased ``var`` over ``axes``: two passes over ``x``.
 
     Returns the centred values in the dtype of ``x`` (float64 for float32 values too large
     to square in float32), and ``mean`` and ``var`` in the dtype of ``x``, of ``x``'s shape
@@ -124,18 +116,19 @@ def centred_moments(x, axes, name="x"):
     """
     m = count_over(x.shape, axes)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are checked below
-        xc, mean, var = _two_passes(x, axes, m)
-        finite = np.isfinite(var).all()
-        if not finite and x.dtype != np.float64:
-            # float32 squares or partial sums overflowed: the same passes in float64, and the
-            # variance back in float32 (infinite if it is beyond float32's range)
-            xc, mean, var = _two_passes(x.astype(np.float64), axes, m)
-            mean, var = mean.astype(x.dtype), var.astype(x.dtype)
-            finite = np.isfinite(var).all()
-    if not finite:
-        check_finite(x, name)
-        raise overflow_error(name, x, x.dtype)
-    return xc, mean, var
+        mean = (sum_over(x, axes) / m).astype(x.dtype)  # mean = sum(x) / m
+        xc = x - mean
+        var = (sum_of_products(xc, xc, axes) / m).astype(x.dtype)  # var = sum(xc**2) / m
+    if np.isfinite(var).all():
+        return xc, mean, var
+    if x.dtype != np.float64:  # float32 squares or partial sums overflowed: redo in float64
+        xc, mean, var = centred_moments(x.astype(np.float64), axes, name)
+        with np.errstate(over="ignore"):
+            mean, var = mean.astype(x.dtype), var.astype(x.dtype)  # var may be beyond float32
+        if np.isfinite(var).all():
+            return xc, mean, var
+    check_finite(x, name)
+    raise overflow_error(name, x, x.dtype)
 
 
 def standardize(x, axes, eps, name="x", what="the variance"):

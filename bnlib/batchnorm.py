@@ -165,9 +165,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     beta = check_param(beta, "beta", c, x.dtype)
     # mu, sigma^2 and x_hat, per channel: over every axis but axis 1
     x_hat, mean, var, inv_std = standardize(x, _batch_axes(x.ndim), eps, "x", "the batch variance")
-    # y = gamma * x_hat + beta (the addition in place)
-    y = x_hat * _per_channel(gamma, x.ndim)
-    y += _per_channel(beta, x.ndim)
+    # y = gamma * x_hat + beta (the addition in place), gamma and beta shaped like the statistics
+    y = x_hat * gamma.reshape(mean.shape)
+    y += beta.reshape(mean.shape)
     cache = BatchNormCache(x, x_hat, mean.reshape(c), var.reshape(c), inv_std.reshape(c), gamma, eps)
     return y, cache
 
