@@ -284,13 +284,15 @@ def test_integer_input_is_promoted_to_float64():
     assert_allclose(cache.mean, [3.0, 20.0])
 
 
-# ------------------------------------------------------------------- the blockwise evaluation
+# ------------------------------------------------------------------- awkward shapes, float32 accuracy
 
-AWKWARD_SHAPES = [(7, 3), (10, 1000), (13, 5, 3), (3, 2, 5, 7), (2, 3, 1, 1, 9)]
+# (300, 256) is above the size below which the batch-axis sums go through BLAS
+AWKWARD_SHAPES = [(7, 3), (10, 1000), (300, 256), (13, 5, 3), (3, 2, 5, 7), (2, 3, 1, 1, 9)]
 
 
 def reference(x, gamma, beta, dy, eps):
     """The textbook whole-array formulas in float64."""
+    x, gamma, beta, dy = (np.asarray(a, np.float64) for a in (x, gamma, beta, dy))
     axes = reduce_axes(x.ndim)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean, var = x.mean(axis=axes), x.var(axis=axes)
@@ -303,14 +305,8 @@ def reference(x, gamma, beta, dy, eps):
     return y, mean, var, dx, dgamma, dbeta
 
 
-@pytest.mark.parametrize("block, row", [(8, 1), (100, 40), (5000, 8192), (1 << 18, 8192)])
 @pytest.mark.parametrize("shape", AWKWARD_SHAPES)
-def test_results_do_not_depend_on_the_block_size(monkeypatch, block, row, shape):
-    # Blocks of one sample up to the whole batch, rows of one sample or several, with a tail.
-    import bnlib.batchnorm
-
-    monkeypatch.setattr(bnlib.batchnorm, "_BLOCK_ELEMENTS", block)
-    monkeypatch.setattr(bnlib.batchnorm, "_LONG_ROW", row)
+def test_awkward_shapes_match_the_textbook_formulas(shape):
     x, gamma, beta, dy = make_batch(shape, seed=20)
     y, cache = batchnorm_forward(x, gamma, beta, eps=1e-3)
     dx, dgamma, dbeta = batchnorm_backward(dy, cache)
@@ -321,27 +317,22 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch, block, row, shape)
     assert_allclose(y_inf, y, rtol=1e-11, atol=1e-12)
 
 
-@pytest.mark.parametrize("limit", [0.0, np.inf], ids=["never", "always"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(64, 5), (8, 3, 4, 4)], ids=["NC", "NCHW"])
-def test_shortcuts_give_the_result_of_centred_arithmetic(monkeypatch, limit, dtype, shape):
-    # Never or always: fold beta and mean(dy) into the centring shift, and sum dy * x uncentred.
-    import bnlib.batchnorm
-
-    monkeypatch.setattr(bnlib.batchnorm, "_SHORTCUT_LIMIT", limit)
+@pytest.mark.parametrize(
+    "shape", [(64, 5), (300, 256), (8, 3, 4, 4), (4, 3, 16, 64)], ids=["NC", "NC-large", "NCHW", "NCHW-long"]
+)
+def test_float32_is_within_a_few_roundings_of_float64(shape):
     x, gamma, beta, dy = make_batch(shape, seed=22)
     expected = reference(x, gamma, beta, dy, 1e-5)
-    y, cache = batchnorm_forward(*(a.astype(dtype) for a in (x, gamma, beta)))
-    dx, dgamma, dbeta = batchnorm_backward(dy.astype(dtype), cache)
-    tol = 1e-6 if dtype == np.float32 else 1e-13
+    y, cache = batchnorm_forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
+    dx, dgamma, dbeta = batchnorm_backward(dy.astype(np.float32), cache)
     for got, want in zip((y, dx, dgamma, dbeta), (expected[0],) + expected[3:]):
-        assert np.abs(got - want).max() <= tol * np.abs(want).max()
+        assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_offsets_that_cannot_be_folded_are_added_exactly(dtype):
-    # gamma = 0 with beta != 0 has no folded form, and folding beta into the shift of a
-    # constant channel far from zero would round it: in both, y must be exactly beta.
+def test_beta_is_added_exactly(dtype):
+    # gamma = 0 with beta != 0, and a constant channel far from zero: y is exactly beta
+    # (folding beta into a centring shift would round it).
     x = np.random.default_rng(23).normal(size=(32, 2))
     x[:, 1] = 1000.0
     gamma, beta = np.array([0.0, 0.375]), np.array([0.125, 0.125])
@@ -363,8 +354,8 @@ def test_a_gradient_constant_per_channel_gives_dx_zero(dtype):
 
 @pytest.mark.parametrize("offset", [0.0, 3.0, 1e3])
 def test_float32_dgamma_stays_accurate_far_from_zero(offset):
-    # Summing dy * x uncentred would lose about log2(offset / std) bits of dgamma; a batch
-    # whose mean lies more than 16 standard deviations from zero is centred first.
+    # Summing dy * x uncentred would lose about log2(offset / std) bits of dgamma: it sums
+    # dy * x_hat, from centred values.
     rng = np.random.default_rng(25)
     x = rng.normal(size=(2048, 4)) + offset
     dy, gamma, beta = rng.normal(size=x.shape), np.ones(4), np.zeros(4)
@@ -375,12 +366,8 @@ def test_float32_dgamma_stays_accurate_far_from_zero(offset):
     assert np.abs(approx - exact).max() <= 2e-5 * np.abs(exact).max()
 
 
-def test_float32_statistics_when_the_first_block_is_far_from_the_mean(monkeypatch):
-    # Blocks of 4 samples; the first 4 samples sit 1e4 and 3e4 standard deviations away.
-    import bnlib.batchnorm
-
-    monkeypatch.setattr(bnlib.batchnorm, "_BLOCK_ELEMENTS", 8)
-    monkeypatch.setattr(bnlib.batchnorm, "_LONG_ROW", 1)
+def test_float32_statistics_with_outliers_far_from_the_mean():
+    # The first 4 samples sit 1e4 and 3e4 standard deviations away from the others.
     rng = np.random.default_rng(21)
     x = rng.normal(size=(4000, 2))
     x[:4] += [1e4, 3e4]
@@ -460,13 +447,45 @@ def test_non_finite_parameters_are_rejected():
         batchnorm_forward(np.ones((4, 2)), np.array([1.0, np.nan]), np.zeros(2))
 
 
-@pytest.mark.parametrize("low", [3e38, -3e38], ids=["sum overflows", "variance overflows"])
-def test_statistics_that_overflow_float32_are_rejected(low):
+def test_a_variance_that_overflows_float32_is_rejected():
     x = np.full((4, 2), 3e38, dtype=np.float32)
-    x[::2] = low
+    x[::2] = -3e38  # variance 9e76: beyond float32
     message = "The batch statistics of x overflow float32: x has finite values as large as 3e"
     with pytest.raises(ValueError, match=message):
         batchnorm_forward(x, np.ones(2), np.zeros(2))
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (2, 2, 3, 3)], ids=["NC", "NCHW"])
+def test_float32_near_the_top_of_its_range_is_normalised(shape):
+    # Sums of 3e38 and squares of 1e19 overflow float32; torch returns y = 0 (and NaN for
+    # the constant channel). The statistics fit in float32, so bnlib computes them.
+    x, gamma, beta, dy = make_batch(shape, seed=26)
+    axes = reduce_axes(len(shape))
+    x = (x - x.mean(axis=axes, keepdims=True)) / x.std(axis=axes, keepdims=True)
+    big = (x * 1e19).astype(np.float32)  # variance 1e38, squares up to about 4e38
+    big[:, 1] = 3e38  # a constant channel at the top of the range
+    y, cache = batchnorm_forward(big, gamma.astype(np.float32), beta.astype(np.float32))
+    y_ref, mean_ref, var_ref, *_ = reference(big, gamma, beta, dy, 1e-5)
+    assert np.isfinite(y).all() and np.isfinite(cache.var).all()
+    assert np.abs(y - y_ref).max() <= 1e-6 * np.abs(y_ref).max()
+    assert_allclose(cache.mean, mean_ref, rtol=1e-6)
+    assert_allclose(cache.var, var_ref, rtol=1e-6)
+    dx, dgamma, dbeta = batchnorm_backward(dy.astype(np.float32), cache)
+    assert all(np.isfinite(g).all() for g in (dx, dgamma, dbeta))
+
+
+def test_dy_that_overflows_the_cache_dtype_is_named_as_such():
+    x, gamma, beta, dy = make_batch((8, 3), seed=27, dtype=np.float32)
+    _, cache = batchnorm_forward(x, gamma, beta)
+    message = r"dy has finite values as large as [\d.]+e\+40, beyond the range of float32"
+    for backward in BACKWARDS.values():
+        with pytest.raises(ValueError, match=message):
+            backward(1e40 * dy.astype(np.float64), cache)
+    # a float32 dy whose products overflow: the sums say so, not "NaN or inf in dy"
+    huge = np.full((8, 3), 3e38, np.float32)
+    huge[::2] = -3e38
+    with pytest.raises(ValueError, match="The batch statistics of dy overflow float32"):
+        batchnorm_backward(huge, cache)
 
 
 @pytest.mark.parametrize("eps", [-1e-5, -1.0])
@@ -490,6 +509,12 @@ def test_a_constant_channel_with_eps_zero_is_rejected_not_nan():
         batchnorm_inference(x, ones, zeros, zeros, np.array([1.0, 0.0]), eps=0.0)
     with pytest.raises(ValueError, match=r"running_var is 0 in channel\(s\) \[1\] and eps=0"):
         fold_batchnorm(np.ones((2, 3)), None, ones, zeros, zeros, np.array([1.0, 0.0]), eps=0.0)
+
+
+def test_an_eps_that_is_zero_in_float32_is_caught_too():
+    x = np.array([[1.0, 2.0], [1.0, 3.0]], np.float32)
+    with pytest.raises(ValueError, match=r"is 0 in channel\(s\) \[0\] and eps=1e-50, which is 0 in float32"):
+        batchnorm_forward(x, np.ones(2, np.float32), np.zeros(2, np.float32), eps=1e-50)
 
 
 def test_non_numeric_eps_is_rejected():
@@ -609,3 +634,27 @@ def test_random_batches_are_centred_and_scaled(batch):
     # var(x_hat) = var / (var + eps) <= 1
     var = cache.var.astype(np.float64)
     assert_allclose(y64.var(axis=axes), var / (var + eps), atol=10 * tol)
+
+
+# ------------------------------------------------------------------- the shared standardisation
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardize_over_other_axes_is_layer_norm(dtype):
+    # The helper BN uses, over every axis but the batch, is torch's layer_norm (no affine),
+    # and its backward pass is torch's gradient.
+    from bnlib._standardize import standardize, standardize_backward
+
+    x, _, _, dy = make_batch((4, 3, 5, 2), seed=30)
+    axes = (1, 2, 3)
+    x_hat, mean, var, inv_std = standardize(x.astype(dtype), axes, 1e-5)
+    dx, sum_dy, sum_dy_x_hat = standardize_backward(dy.astype(dtype), x_hat, inv_std, axes)
+    xt = torch.tensor(x, requires_grad=True)
+    y_ref = F.layer_norm(xt, x.shape[1:], eps=1e-5)
+    y_ref.backward(torch.tensor(dy))
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    assert x_hat.dtype == dx.dtype == mean.dtype == dtype and mean.shape == var.shape == (4, 1, 1, 1)
+    assert np.abs(x_hat - y_ref.detach().numpy()).max() <= tol * 4
+    assert np.abs(dx - xt.grad.numpy()).max() <= tol * np.abs(xt.grad.numpy()).max()
+    assert_allclose(sum_dy, dy.sum(axis=axes, keepdims=True), rtol=tol)
+    assert_allclose(sum_dy_x_hat, (dy * x_hat).sum(axis=axes, keepdims=True), rtol=10 * tol, atol=tol)

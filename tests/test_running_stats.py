@@ -114,6 +114,16 @@ def test_statistics_of_the_wrong_shape_are_rejected(name):
         update_running_stats(np.zeros((2, 1)), np.ones(2), np.zeros(2), np.ones(2), n=4)
 
 
+@pytest.mark.parametrize("name", ["running_var", "batch_var"])
+def test_negative_variances_are_rejected(name):
+    args = {"running_mean": np.zeros(2), "running_var": np.ones(2), "batch_mean": np.zeros(2), "batch_var": np.ones(2)}
+    args[name] = np.array([1.0, -0.25])
+    with pytest.raises(ValueError, match=rf"{name} must be non-negative \(it is a variance\), got minimum -0.25"):
+        update_running_stats(n=4, **args)
+    args[name] = np.array([1.0, 0.0])  # zero is a variance
+    update_running_stats(n=4, **args)
+
+
 # ------------------------------------------------------------------- population statistics (Algorithm 2)
 
 

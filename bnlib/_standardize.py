@@ -1,0 +1,209 @@
+"""Standardisation over axes: the one operation behind the normalization layers.
+
+Batch, layer, instance and group normalization all compute
+
+    x_hat = (x - mean) / sqrt(var + eps)
+
+with the mean and the biased variance taken over some axes of ``x``; they differ in
+which axes. Batch Normalization standardises over every axis but the channels (axis 1);
+Layer Normalization over every axis but the batch (axis 0). This module holds that one
+operation and its backward pass; each layer chooses its axes and adds its own scale and
+shift.
+
+Sums are accumulated in float64, so float32 data loses no digits in them. The trailing
+axes are a contiguous run of values that numpy sums pairwise (or, for a sum of products,
+by a dot product with several partial sums) with an error of a few roundings, so those
+axes are summed first in the data's own dtype and the rest in float64. Intermediate steps
+work in place where they can, so few arrays as large as ``x`` are allocated.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ._checks import check_finite
+
+
+@functools.lru_cache(maxsize=128)
+def _trailing_and_leading(axes, ndim):
+    """Split ``axes`` into the run of trailing axes (summed pairwise) and the others."""
+    first = ndim
+    while first - 1 in axes:
+        first -= 1
+    trailing = tuple(range(first, ndim))
+    return trailing, tuple(a for a in axes if a < first)
+
+
+_SMALL = 1 << 16  # elements: a float64 copy of 512 KiB
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n):
+    """A read-only float64 vector of ``n`` ones, made once per length."""
+    ones = np.ones(n)
+    ones.flags.writeable = False
+    return ones
+
+
+def sum_over(a, axes):
+    """``a.sum(axis=axes, keepdims=True)`` in float64: the trailing axes pairwise in ``a``'s dtype."""
+    trailing, leading = _trailing_and_leading(axes, a.ndim)
+    if trailing:
+        a = a.sum(axis=trailing, keepdims=True)
+    if leading == (0,) and a.size <= _SMALL:
+        # A small batch: numpy's float64 reduction of float32 values costs more to set up
+        # than the same sum as a product with a vector of ones (BLAS, in float64).
+        n = a.shape[0]
+        return (_ones(n) @ a.astype(np.float64).reshape(n, -1)).reshape((1,) + a.shape[1:])
+    return a.sum(axis=leading, dtype=np.float64, keepdims=True)
+
+
+def sum_of_products(a, b, axes):
+    """``(a * b).sum(axis=axes, keepdims=True)`` in float64, as :func:`sum_over`.
+
+    Over trailing axes ``np.vecdot`` forms the products and their sums in one pass,
+    without an array of products.
+    """
+    trailing, leading = _trailing_and_leading(axes, a.ndim)
+    if not trailing:
+        return sum_over(a * b, axes)
+    leading_shape = a.shape[: a.ndim - len(trailing)]
+    rows = leading_shape + (count_over(a.shape, trailing),)
+    products = np.vecdot(a.reshape(rows), b.reshape(rows)).reshape(leading_shape + (1,) * len(trailing))
+    return sum_over(products, leading)
+
+
+def count_over(shape, axes):
+    """How many values each statistic over ``axes`` is computed from."""
+    m = 1
+    for axis in axes:
+        m *= shape[axis]
+    return m
+
+
+def overflow_error(name, arr, dtype):
+    """The error for finite values whose statistics do not fit in ``dtype``."""
+    return ValueError(
+        f"The batch statistics of {name} overflow {np.dtype(dtype)}: {name} has finite values "
+        f"as large as {float(np.abs(arr).max()):.3g}. Rescale {name} or use float64."
+    )
+
+
+def inverse_std(var, eps, what):
+    """``1 / sqrt(var + eps)``, refusing to divide by zero (``var == eps == 0``)."""
+    denominator = var + eps
+    if var.dtype.type(eps) == 0 and not denominator.all():  # eps is 0 in var's dtype
+        zero = np.flatnonzero(denominator == 0)
+        eps_text = "eps=0," if eps == 0 else f"eps={eps!r}, which is 0 in {var.dtype},"
+        raise ValueError(
+            f"{what} is 0 in channel(s) {zero[:5].tolist()}{' ...' if zero.size > 5 else ''} "
+            f"and {eps_text} so normalising divides by zero; use eps > 0 (PyTorch's default is 1e-5)"
+        )
+    return 1.0 / np.sqrt(denominator)
+
+
+def centred_moments(x, axes, name="x"):
+    """``x - mean``, ``mean`` and the biased ``var`` over ``axes``: two passes over ``x``.
+
+    Returns the centred values in the dtype of ``x`` (float64 for float32 values too large
+    to square in float32), and ``mean`` and ``var`` in the dtype of ``x``, of ``x``'s shape
+    with 1 on ``axes``. A NaN or infinity in ``x`` makes ``var`` non-finite, and only then
+    is ``x`` scanned, to raise a clear error. float32 squares overflow beyond
+    ``|x - mean| = 1.8e19``; then the same two passes are repeated in float64, and only a
+    variance beyond the dtype's range is an error.
+    """
+    m = count_over(x.shape, axes)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are checked below
+        mean = (sum_over(x, axes) / m).astype(x.dtype)  # mean = sum(x) / m
+        xc = x - mean
+        var = (sum_of_products(xc, xc, axes) / m).astype(x.dtype)  # var = sum(xc**2) / m
+    if np.isfinite(var).all():
+        return xc, mean, var
+    if x.dtype != np.float64:  # float32 squares or partial sums overflowed: redo in float64
+        xc, mean, var = centred_moments(x.astype(np.float64), axes, name)
+        with np.errstate(over="ignore"):
+            mean, var = mean.astype(x.dtype), var.astype(x.dtype)  # var may be beyond float32
+        if np.isfinite(var).all():
+            return xc, mean, var
+    check_finite(x, name)
+    raise overflow_error(name, x, x.dtype)
+
+
+def standardize(x, axes, eps, name="x", what="the variance"):
+    """Standardise ``x`` over ``axes``: ``x_hat = (x - mean) / sqrt(var + eps)``.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64
+        Not modified. Checked here, through its statistics, for NaN and infinity.
+    axes : tuple of int
+        The axes the mean and variance are taken over (each statistic has size 1 there).
+    eps : float >= 0
+    name, what : str
+        How error messages call ``x`` and its variance.
+
+    Returns
+    -------
+    x_hat : ndarray of the shape and dtype of ``x``
+    mean, var, inv_std : ndarray of the dtype of ``x``, of ``x``'s shape with 1 on ``axes``
+        The mean, the biased variance and ``1 / sqrt(var + eps)``.
+
+    Notes
+    -----
+    With ``m`` values per statistic and sums over ``axes``:
+
+        mean = sum(x) / m
+        var = sum((x - mean)**2) / m          (centred values: two passes)
+        x_hat = (x - mean) / sqrt(var + eps)
+    """
+    xc, mean, var = centred_moments(x, axes, name)
+    inv_std = inverse_std(var, eps, what)
+    x_hat = np.multiply(xc, inv_std, out=xc)  # xc is ours and not needed after
+    return x_hat.astype(x.dtype, copy=False), mean, var, inv_std
+
+
+def standardize_backward(dx_hat, x_hat, scale, axes):
+    """Backward pass of :func:`standardize`: ``dx`` from ``dx_hat = dL/dx_hat``.
+
+    Parameters
+    ----------
+    dx_hat : ndarray
+        The gradient reaching ``x_hat``.
+    x_hat : ndarray of the shape of ``dx_hat``
+        From :func:`standardize`.
+    scale : ndarray broadcastable against ``x_hat``, of its dtype
+        ``inv_std`` from :func:`standardize`. The result is linear in ``dx_hat``, so a
+        factor constant over ``axes`` (Batch Normalization's ``gamma``) can be moved into
+        ``scale`` and ``dx_hat`` left unscaled.
+    axes : tuple of int
+        As in :func:`standardize`.
+
+    Returns
+    -------
+    dx : ndarray of the shape and dtype of ``dx_hat``
+    sum_dx_hat, sum_dx_hat_x_hat : ndarray of float64, 1 on ``axes``
+        ``sum(dx_hat)`` and ``sum(dx_hat * x_hat)`` over ``axes``: the two sums the formula
+        needs, which are also Batch Normalization's ``dbeta`` and ``dgamma``.
+
+    Notes
+    -----
+    With ``m`` values per statistic and means over ``axes``,
+
+        dx = scale * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)).
+
+    It sums to zero over ``axes`` and, when ``eps = 0``, is orthogonal to ``x_hat``.
+    """
+    m = count_over(x_hat.shape, axes)
+    dx = dx_hat * x_hat  # the array dx is built in holds the products first
+    sum_dx_hat_x_hat = sum_over(dx, axes)
+    sum_dx_hat = sum_over(dx_hat, axes)
+    mean_dx_hat = (sum_dx_hat / m).astype(x_hat.dtype)
+    mean_dx_hat_x_hat = (sum_dx_hat_x_hat / m).astype(x_hat.dtype)
+    # dx = scale * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat), in place:
+    np.multiply(x_hat, mean_dx_hat_x_hat, out=dx)
+    dx += mean_dx_hat
+    np.subtract(dx_hat, dx, out=dx)
+    dx *= scale
+    return dx, sum_dx_hat, sum_dx_hat_x_hat
