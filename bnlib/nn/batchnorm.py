@@ -247,44 +247,84 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        x_np = _to_numpy(x)
-        channels = x.shape[1]
-        gamma = _to_numpy(weight) if weight is not None else np.ones(channels, x_np.dtype)
-        beta = _to_numpy(bias) if bias is not None else np.zeros(channels, x_np.dtype)
-        fmt = _channels_last_format(x)
-        try:
-            with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
-                y_np, cache = batchnorm_forward(x_np, gamma, beta, eps=eps)
-        except ValueError:
-            # NaN/inf or an overflowing variance: the core refuses, torch propagates.
-            cache = None
-            with torch.no_grad():
-                y, mean, var = _train_formulas(x.detach(), weight, bias, eps)
-            if fmt is not None:
-                y = y.contiguous(memory_format=fmt)
-        else:
-            y = _like_input(y_np, x, fmt)
-            mean, var = torch.from_numpy(cache.mean), torch.from_numpy(cache.var)
-        ctx.cache, ctx.eps, ctx.fmt = cache, eps, fmt
-        # x and weight: for the double backward, and for torch's version-counter check
-        # (modifying them in place between forward and backward raises, as with torch's BN).
-        ctx.save_for_backward(x, weight)
+        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+        mean, var = _as_tensor(mean), _as_tensor(var)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
-        x, weight = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:3]
-        cache = ctx.cache
-        if torch.is_grad_enabled() or cache is None or not _numpy_can_run(dy):
-            # create_graph=True (differentiable gradient), non-finite forward, or a wrapped dy
-            grads = _train_gradients(dy, x, weight, ctx.eps, needs)
-        else:
-            grads = _numpy_train_gradients(dy, cache, x, weight, ctx.eps, needs)
-        if ctx.fmt is not None and grads[0] is not None:
-            grads = (grads[0].contiguous(memory_format=ctx.fmt),) + grads[1:]
-        return grads + (None,)
+        return _train_backward(ctx, dy) + (None,)
+
+
+def _as_tensor(a):
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+
+
+def _train_forward(ctx, x, weight, bias, eps):
+    """The forward pass of the training Functions: ``(y, mean, var)``, the statistics as numpy
+    arrays (the core's ``cache.mean``, ``cache.var``) or, off the numpy path, tensors."""
+    x_np = _to_numpy(x)
+    channels = x.shape[1]
+    gamma = _to_numpy(weight) if weight is not None else np.ones(channels, x_np.dtype)
+    beta = _to_numpy(bias) if bias is not None else np.zeros(channels, x_np.dtype)
+    fmt = _channels_last_format(x)
+    try:
+        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
+            y_np, cache = batchnorm_forward(x_np, gamma, beta, eps=eps)
+    except ValueError:
+        # NaN/inf or an overflowing variance: the core refuses, torch propagates.
+        cache = None
+        with torch.no_grad():
+            y, mean, var = _train_formulas(x.detach(), weight, bias, eps)
+        if fmt is not None:
+            y = y.contiguous(memory_format=fmt)
+    else:
+        y = _like_input(y_np, x, fmt)
+        mean, var = cache.mean, cache.var
+    ctx.cache, ctx.eps, ctx.fmt = cache, eps, fmt
+    # x and weight: for the double backward, and for torch's version-counter check
+    # (modifying them in place between forward and backward raises, as with torch's BN).
+    ctx.save_for_backward(x, weight)
+    ctx.set_materialize_grads(False)  # no zero tensors for the statistics' (absent) gradients
+    return y, mean, var
+
+
+def _train_backward(ctx, dy):
+    """``(dx, dweight, dbias)`` of the training Functions."""
+    x, weight = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:3]
+    if dy is None:  # y itself got no gradient (only possible with set_materialize_grads(False))
+        return None, None, None
+    cache = ctx.cache
+    if torch.is_grad_enabled() or cache is None or not _numpy_can_run(dy):
+        # create_graph=True (differentiable gradient), non-finite forward, or a wrapped dy
+        grads = _train_gradients(dy, x, weight, ctx.eps, needs)
+    else:
+        grads = _numpy_train_gradients(dy, cache, x, weight, ctx.eps, needs)
+    if ctx.fmt is not None and grads[0] is not None:
+        grads = (grads[0].contiguous(memory_format=ctx.fmt),) + grads[1:]
+    return grads
+
+
+class _TrainAndUpdate(torch.autograd.Function):
+    """What the modules run in training on the numpy path: :class:`BatchNormFunction` and the
+    running-statistics update in one call, without handing the statistics over as tensors."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, running_mean, running_var, momentum):
+        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+        if running_mean is not None:
+            m = x.numel() // x.shape[1]
+            if isinstance(mean, torch.Tensor) or not running_mean.is_cpu:
+                _update_running_formulas(running_mean, running_var, _as_tensor(mean), _as_tensor(var), m, momentum)
+            else:
+                _update_running_numpy(running_mean, running_var, mean, var, m, momentum)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _train_backward(ctx, dy) + (None,) * 4
 
 
 def _numpy_train_gradients(dy, cache, x, weight, eps, needs):
@@ -613,15 +653,11 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
         return _inference_formulas(input, weight, bias, running_mean, running_var, eps)
 
     if numpy_path:
-        y, batch_mean, batch_var = BatchNormFunction.apply(input, weight, bias, eps)
-    else:
-        y, batch_mean, batch_var = _train_formulas(input, weight, bias, eps)
+        return _TrainAndUpdate.apply(input, weight, bias, eps, running_mean, running_var, momentum)
+    y, batch_mean, batch_var = _train_formulas(input, weight, bias, eps)
     if running_mean is not None:
         m = input.numel() // size[1]
-        if numpy_path and running_mean.is_cpu:
-            _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, momentum)
-        else:
-            _update_running_formulas(running_mean, running_var, batch_mean, batch_var, m, momentum)
+        _update_running_formulas(running_mean, running_var, batch_mean, batch_var, m, momentum)
     return y
 
 
@@ -629,15 +665,18 @@ _batch_norm_eager = torch.compiler.disable(_batch_norm)
 
 
 def _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, momentum):
-    """:func:`bnlib.batchnorm.update_running_stats`, written into the buffers in place."""
+    """:func:`bnlib.batchnorm.update_running_stats` (numpy statistics), written into the buffers in place."""
     try:
-        new_mean, new_var = update_running_stats(
-            _to_numpy(running_mean), _to_numpy(running_var),
-            batch_mean.numpy(), batch_var.numpy(), m, momentum=momentum,
-        )
+        with np.errstate(all="ignore"):
+            new_mean, new_var = update_running_stats(
+                _to_numpy(running_mean), _to_numpy(running_var), batch_mean, batch_var, m, momentum=momentum
+            )
     except (ValueError, TypeError):
-        # NaN statistics or a momentum outside [0, 1]: the core refuses, torch computes
-        _update_running_formulas(running_mean, running_var, batch_mean, batch_var, m, momentum)
+        # NaN statistics, a negative running variance, a momentum outside [0, 1]: the core
+        # refuses, torch computes
+        _update_running_formulas(
+            running_mean, running_var, torch.from_numpy(batch_mean), torch.from_numpy(batch_var), m, momentum
+        )
         return
     with torch.no_grad():
         running_mean.copy_(torch.from_numpy(new_mean))
