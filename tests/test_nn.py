@@ -776,3 +776,19 @@ def test_autocast_bfloat16_step_with_gradscaler_overflow_skips_like_torch():
     assert [moved for moved, _ in histories[0]] == [False, True, True, False, True]
     for p, q in zip(ours.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=2e-2, atol=2e-2)
+
+
+def test_torch_compile_fullgraph_says_why_and_export_works():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), bnn.BatchNorm1d(3)).double()
+    x = randn((6, 2), generator(28))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="bnlib.nn computes batch norm with numpy"):
+        torch.compile(model, backend="eager", fullgraph=True)(x)
+    for training in (False, True):
+        ref = copy.deepcopy(model)
+        ref[1] = torch.nn.BatchNorm1d(3, dtype=F64)
+        ref.load_state_dict(model.state_dict())
+        model.train(training)
+        ref.train(training)
+        exported = torch.export.export(model, (x,)).module()
+        assert_close(exported(x).detach(), ref(x).detach())

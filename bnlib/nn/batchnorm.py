@@ -661,7 +661,11 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     return y
 
 
-_batch_norm_eager = torch.compiler.disable(_batch_norm)
+_batch_norm_eager = torch.compiler.disable(
+    _batch_norm,
+    reason="bnlib.nn computes batch norm with numpy, which runs eagerly: compile without "
+    "fullgraph=True (one graph break per bnlib BN layer), or use torch.nn.BatchNorm*d",
+)
 
 
 def _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, momentum):
@@ -678,9 +682,9 @@ def _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, m
             running_mean, running_var, torch.from_numpy(batch_mean), torch.from_numpy(batch_var), m, momentum
         )
         return
-    with torch.no_grad():
-        running_mean.copy_(torch.from_numpy(new_mean))
-        running_var.copy_(torch.from_numpy(new_var))
+    # called from Function.forward, where gradients are off
+    running_mean.copy_(torch.from_numpy(new_mean))
+    running_var.copy_(torch.from_numpy(new_var))
 
 
 # --------------------------------------------------------------------------- modules
@@ -823,20 +827,28 @@ _SHARED_DOC = """
       once, and float32 sums accumulate in float64: results can differ from
       torch's in the last bits.
     - Tensors on an accelerator are computed with torch operations (no
-      numpy); torch's cuDNN/fused kernels are never used.
+      numpy); torch's cuDNN/fused kernels are never used. (Not tested here:
+      the book's machines have no GPU.)
+    - ``vmap`` over a module that updates running statistics in training
+      raises, as torch's does, but with functorch's generic in-place message
+      rather than torch's BatchNorm-specific one.
     - ``torch.jit.script`` and ``torch.jit.trace`` (hence TorchScript-based
       ONNX export) raise a ``RuntimeError`` naming the alternative (torch's
       module, which loads this module's ``state_dict``).
     - ``torch.compile`` breaks the graph at each of these layers (numpy runs
-      eagerly between compiled pieces): correct, but not fused.
+      eagerly between compiled pieces): correct, but not fused, and
+      ``fullgraph=True`` raises (the message says why). ``torch.export``
+      records the formulas as torch operations (bnlib's, not torch's kernel).
     - ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` raises a
       ``TypeError`` instead of swapping this module for torch's
       ``SyncBatchNorm``; use ``bnlib.nn.SyncBatchNorm.convert_sync_batchnorm``.
     - Calling :class:`BatchNormFunction` directly inside ``torch.func``
       transforms raises torch's ``setup_context`` error (the modules and
       :func:`batch_norm` handle transforms themselves).
-    - Python-level overhead: at small batches each call costs more than
-      torch's fused kernel.
+    - Python-level overhead: at small batches a call costs more than torch's
+      fused kernel (an ``autograd.Function`` round trip alone costs about as
+      much as torch's whole BN at (60, 100)); ``benchmarks/bench_batchnorm.py``
+      measures it.
 """
 
 
