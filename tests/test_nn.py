@@ -792,3 +792,14 @@ def test_torch_compile_fullgraph_says_why_and_export_works():
         ref.train(training)
         exported = torch.export.export(model, (x,)).module()
         assert_close(exported(x).detach(), ref(x).detach())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_meta_device_shapes_dtypes_and_errors_like_torch(training):
+    def run(cls, num_features=3, dtype=torch.float32):
+        y = cls(num_features, device="meta").train(training)(torch.empty(4, 3, device="meta", dtype=dtype))
+        return (y.device.type, y.shape, y.dtype)
+
+    for kwargs in ({}, {"dtype": torch.float64}, {"num_features": 4}):
+        got = [outcome(lambda cls=cls: run(cls, **kwargs)) for cls in BN1D]
+        assert got[0] == got[1]

@@ -517,7 +517,7 @@ def _check_like_torch(input, running_mean, running_var, weight, bias, training):
     if input.dtype not in _FLOATS:
         raise NotImplementedError(f'"batch_norm" not implemented for \'{_type_name(input.dtype)}\'')
     params = [t for t in (weight, bias, running_mean, running_var) if t is not None]
-    if params and params[0].dtype != input.dtype:
+    if params and params[0].dtype != input.dtype and input.is_cpu:
         # torch's CPU rule: half-precision input may use float32 parameters, nothing else mixes
         if any(t.dtype != torch.float32 for t in params):
             raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
@@ -829,6 +829,9 @@ _SHARED_DOC = """
     - Tensors on an accelerator are computed with torch operations (no
       numpy); torch's cuDNN/fused kernels are never used. (Not tested here:
       the book's machines have no GPU.)
+    - On the meta device, integer input raises torch's CPU
+      ``NotImplementedError`` (torch's meta kernels fail with other messages);
+      mixed dtypes run there, as in torch.
     - ``vmap`` over a module that updates running statistics in training
       raises, as torch's does, but with functorch's generic in-place message
       rather than torch's BatchNorm-specific one.
