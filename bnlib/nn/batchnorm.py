@@ -208,9 +208,10 @@ class BatchNormFunction(torch.autograd.Function):
         Differentiable with respect to ``x``, ``weight`` and ``bias``, twice.
     batch_mean, batch_var : Tensor of shape (C,)
         The batch mean and the *biased* batch variance (``cache.mean`` and
-        ``cache.var`` of :func:`bnlib.batchnorm.batchnorm_forward`), marked
-        non-differentiable; :func:`batch_norm` feeds them to the running
-        statistics. float32 for half-precision ``x``.
+        ``cache.var`` of :func:`bnlib.batchnorm.batchnorm_forward`, in its
+        dtype), marked non-differentiable, for a caller's running statistics.
+        (The modules and :func:`batch_norm` run a private Function that does
+        the same and updates the running statistics in one call.)
 
     Notes
     -----
@@ -578,9 +579,9 @@ def batch_norm(
 
     Notes
     -----
-    Training mode runs :class:`BatchNormFunction` (forward
-    :func:`bnlib.batchnorm.batchnorm_forward`, backward
-    :func:`bnlib.batchnorm.batchnorm_backward`) and then
+    Training mode runs the forward and backward passes of
+    :class:`BatchNormFunction` (:func:`bnlib.batchnorm.batchnorm_forward`,
+    :func:`bnlib.batchnorm.batchnorm_backward`) and, in the same call,
     :func:`bnlib.batchnorm.update_running_stats` with the batch's mean and
     biased variance over ``m = N * prod(spatial)`` values per channel, which
     stores the unbiased ``m / (m - 1)`` variance:
@@ -598,9 +599,11 @@ def batch_norm(
     ``grad``, ``jacrev``, ``jvp``: numpy cannot see batched or
     gradient-tracking tensors), for tensors on other devices (meta, GPU) or of
     tensor subclasses, for values the core refuses (NaN/inf: torch propagates
-    them), and for the gradient itself when ``create_graph=True``. Under
+    them, as do a negative running variance and a momentum outside [0, 1]),
+    and for the gradient itself when ``create_graph=True``. Under
     ``torch.compile`` this function is excluded from the graph (a graph break)
-    and runs eagerly, so compiled models compute with numpy too.
+    and runs eagerly, so compiled models compute with numpy too; ``torch.export``
+    traces the torch-operation formulas.
 
     Examples
     --------
