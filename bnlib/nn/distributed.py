@@ -536,6 +536,9 @@ class GhostBatchNorm(_BatchNorm):
                 input, self.running_mean, self.running_var, self.weight, self.bias,
                 bn_training, 0.0 if self.momentum is None else self.momentum, self.eps,
             )
+        n, b = input.shape[0], self.virtual_batch_size
+        if n > b and n % b == 0:
+            return self._equal_ghost_batches(input, n // b)
         track = self.track_running_stats
         outputs = [
             batch_norm(
@@ -544,6 +547,31 @@ class GhostBatchNorm(_BatchNorm):
                 self.running_var if track else None,
                 self.weight, self.bias, True, self._factor(), self.eps,
             )
-            for ghost in input.split(self.virtual_batch_size, dim=0)
+            for ghost in input.split(b, dim=0)
         ]
         return torch.cat(outputs, dim=0)
+
+    def _equal_ghost_batches(self, input, k):
+        """All ``k`` ghost batches in one call: ghost ``j``'s channels become channels ``j*C ... j*C + C-1``.
+
+        ``(k*B, C, *s) -> (B, k*C, *s)``, so one BN over axis 0 normalises every ghost batch
+        with its own statistics; ``weight`` and ``bias`` repeated ``k`` times receive the sum
+        of the ghost batches' gradients. Same numbers as :func:`batch_norm` per ghost batch.
+        """
+        b, c, spatial = self.virtual_batch_size, input.shape[1], tuple(input.shape[2:])
+        wide = input.reshape(k, b, c, *spatial).transpose(0, 1).reshape(b, k * c, *spatial)
+        weight = self.weight.repeat(k) if self.weight is not None else None
+        bias = self.bias.repeat(k) if self.bias is not None else None
+        y = batch_norm(wide, None, None, weight, bias, True, 0.0, self.eps)
+        if self.track_running_stats:
+            count, means, m2s = local_moments(_to_numpy(wide))
+            means, variances = means.reshape(k, c), (m2s / count).reshape(k, c)
+            mean, var = _to_numpy(self.running_mean), _to_numpy(self.running_var)
+            for j in range(k):  # in order, one update per ghost batch
+                mean, var = update_running_stats(
+                    mean, var, means[j], variances[j], count, momentum=self._factor(),
+                )
+            with torch.no_grad():
+                self.running_mean.copy_(torch.from_numpy(mean))
+                self.running_var.copy_(torch.from_numpy(var))
+        return y.reshape(b, k, c, *spatial).transpose(0, 1).reshape(input.shape)
