@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["free_port", "launch", "bn_across_devices"]
+__all__ = ["free_port", "launch", "bn_across_devices", "sum_of_ranks", "make_net", "average_gradients", "train_on_digits", "digits_tensors"]
 
 
 def free_port(host="127.0.0.1"):
@@ -174,22 +174,80 @@ def _batch_statistics_by_replicas(rank, groups, config):
     return out, (h.mean(dim=0).numpy(), h.var(dim=0).numpy())
 
 
-def _make_net(config, bn_layer):
-    from .experiments import make_mlp
+def make_net(config, bn_layer):
+    """The chapter's network: ``Linear -> BN -> ReLU`` per ``config["hidden"]`` width, then ``Linear``.
 
+    ``bn_layer(num_features)`` makes the normalisation layer; the hidden ``Linear`` layers have
+    no bias (BN's ``beta`` takes its role). Weights are uniform in ``+-1/sqrt(fan_in)``
+    (torch's default range) from a generator seeded with ``config["seed"]``, so every
+    process and every variant starts from the same ones; float64.
+    """
     gen = torch.Generator().manual_seed(config["seed"])
-    return make_mlp(64, hidden=config["hidden"], activation="relu", batchnorm=True,
-                    bn_layer=bn_layer, generator=gen).to(torch.float64)
+    layers, fan_in = [], 64
+    for width in config["hidden"]:
+        layers += [torch.nn.Linear(fan_in, width, bias=False), bn_layer(width), torch.nn.ReLU()]
+        fan_in = width
+    layers.append(torch.nn.Linear(fan_in, 10))
+    net = torch.nn.Sequential(*layers).to(torch.float64)
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, torch.nn.Linear):
+                bound = 1.0 / np.sqrt(layer.in_features)
+                for p in layer.parameters():
+                    p.copy_((torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+    return net
 
 
-def _train(net, data, config, rank_in_group, k, batch, steps_per_sync=None):
-    """SGD on the digits; this process sees its ``batch // k`` slice of each global batch.
+def average_gradients(net, group, k):
+    """Replace each gradient by its mean over the ``k`` processes of ``group``: DDP's job.
 
-    Returns ``(test_accuracy, seconds_per_step, final_parameters)``.
+    One ``all_reduce`` of all gradients in one flat tensor. ``DistributedDataParallel`` does
+    the same (in buckets, overlapped with the backward pass); this plain version keeps the
+    chapter's processes from importing DDP's machinery, which takes seconds per process.
+    """
+    grads = [p.grad for p in net.parameters()]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, group=group)
+    flat /= k
+    for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(chunk.reshape(g.shape))
+
+
+def train_on_digits(net, data, config, rank_in_group, k, batch, group=None):
+    """SGD with momentum 0.9 on the digits; this process trains on its slice of each global batch.
+
+    The update is ``torch.optim.SGD``'s (``v = 0.9 v + grad``, ``p -= lr v``), written out:
+    the first ``torch.optim`` optimizer a process creates imports torch's compiler stack,
+    seconds of start-up in every process.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The replica; with ``group``, its gradients are averaged over the group's processes
+        before every step (:func:`average_gradients`). A model wrapped in
+        ``DistributedDataParallel`` does that itself: leave ``group`` at None.
+    data : tuple
+        From :func:`digits_tensors`.
+    config : dict
+        Uses ``seed`` (the batch order, the same in every process), ``lr``, ``train_steps``.
+    rank_in_group, k : int
+        This process takes examples ``rank_in_group * batch // k`` to
+        ``(rank_in_group + 1) * batch // k`` of each global batch of ``batch``.
+    batch : int
+        The global batch size.
+    group : ProcessGroup, optional
+        Average the gradients over this group of ``k`` processes.
+
+    Returns
+    -------
+    (test_accuracy, seconds_per_step, final_parameters, early_parameters)
+        Accuracy in eval mode on the test set; parameters flattened into one array, after
+        the last step and after ``config.get("check_steps", 1)`` steps.
     """
     x, y, x_test, y_test = data
     rng = np.random.default_rng(config["seed"] + 1)
-    opt = torch.optim.SGD(net.parameters(), lr=config["lr"], momentum=0.9)
+    params = list(net.parameters())
+    velocity = [torch.zeros_like(p) for p in params]
     size = batch // k
     n_steps, step = config["train_steps"], 0
     t0 = time.perf_counter()
@@ -197,22 +255,34 @@ def _train(net, data, config, rank_in_group, k, batch, steps_per_sync=None):
         order = rng.permutation(len(x))
         for start in range(0, len(x) - batch + 1, batch):
             idx = order[start : start + batch][rank_in_group * size : (rank_in_group + 1) * size]
-            opt.zero_grad()
+            for p in params:
+                p.grad = None
             loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
             loss.backward()
-            opt.step()
+            if group is not None:
+                average_gradients(net, group, k)
+            with torch.no_grad():  # torch.optim.SGD(lr, momentum=0.9), written out
+                for p, v in zip(params, velocity):
+                    v.mul_(0.9).add_(p.grad)
+                    p.sub_(config["lr"] * v)
             step += 1
+            if step == config.get("check_steps", 1):
+                early = _flat_parameters(net)
             if step == n_steps:
                 break
     seconds = (time.perf_counter() - t0) / n_steps
     net.eval()
     with torch.no_grad():
         accuracy = float((net(x_test).argmax(dim=1) == y_test).double().mean())
-    params = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).numpy().copy()
-    return accuracy, seconds, params
+    return accuracy, seconds, _flat_parameters(net), early
 
 
-def _digits_tensors(config):
+def _flat_parameters(net):
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).numpy().copy()
+
+
+def digits_tensors(config):
+    """``(x_train, y_train, x_test, y_test)`` of the digits as float64/int64 tensors."""
     from .data import load_digits
 
     d = load_digits(seed=config["seed"], dtype=np.float64)
@@ -222,11 +292,9 @@ def _digits_tensors(config):
 
 def _train_replicas(rank, groups, config):
     """Per-replica BN and SyncBN with k = 1, 2, 4 replicas at one global batch, plus GroupNorm."""
-    from torch.nn.parallel import DistributedDataParallel
-
     from .nn import BatchNorm1d, SyncBatchNorm
 
-    data = _digits_tensors(config)
+    data = digits_tensors(config)
     batch = config["train_batch"]
     # (k, mode, group key) in phases; all ranks of a group train together, others wait.
     phases = [[(2, "local", 2), (2, "sync", "pair2")], [(4, "local", 4)], [(4, "sync", 4)],
@@ -237,15 +305,17 @@ def _train_replicas(rank, groups, config):
             group, ranks = groups[key]
             if rank not in ranks:
                 continue
-            net = _make_net(config, BatchNorm1d)
+            net = make_net(config, BatchNorm1d)
             if mode == "sync":
                 net = SyncBatchNorm.convert_sync_batchnorm(net, process_group=group)
-            model = net if k == 1 else DistributedDataParallel(net, process_group=group)
-            out[(k, mode)] = _train(model, data, config, ranks.index(rank), k, batch)
+            result = train_on_digits(net, data, config, ranks.index(rank), k, batch,
+                                     group=group if k > 1 else None)
+            if rank == ranks[0]:  # the replicas agree on the weights; report the first one's
+                out[(k, mode)] = result
         dist.barrier()
     if rank == 1:  # GroupNorm does not look at the batch: one run stands for every k
-        net = _make_net(config, lambda c: torch.nn.GroupNorm(config["groups"], c))
-        out[("any", "groupnorm")] = _train(net, data, config, 0, 1, batch)
+        net = make_net(config, lambda c: torch.nn.GroupNorm(config["groups"], c))
+        out[("any", "groupnorm")] = train_on_digits(net, data, config, 0, 1, batch)
     dist.barrier()
     return out
 
@@ -282,7 +352,7 @@ def _train_ghost(rank, groups, config):
     """Large-batch training with ghost batches of several sizes, runs spread over the ranks."""
     from .nn import GhostBatchNorm
 
-    data = _digits_tensors(config)
+    data = digits_tensors(config)
     runs = [(g, s) for g in config["ghost_sizes"] for s in range(config["ghost_seeds"])]
     out = {}
     for i, (ghost, seed) in enumerate(runs):
@@ -290,9 +360,26 @@ def _train_ghost(rank, groups, config):
             continue
         cfg = dict(config, seed=config["seed"] + 100 * seed, train_steps=config["ghost_steps"],
                    lr=config["ghost_lr"])
-        net = _make_net(cfg, lambda c, g=ghost: GhostBatchNorm(c, virtual_batch_size=g))
-        out[(ghost, seed)] = _train(net, data, cfg, 0, 1, config["ghost_batch"])[0]
+        net = make_net(cfg, lambda c, g=ghost: GhostBatchNorm(c, virtual_batch_size=g))
+        out[(ghost, seed)] = train_on_digits(net, data, cfg, 0, 1, config["ghost_batch"])[0]
     return out
+
+
+def _torch_refusals(rank, groups, config):
+    """What torch's own SyncBatchNorm says to CPU tensors in a process group."""
+    out = {}
+    try:
+        torch.nn.SyncBatchNorm(3)(torch.randn(4, 3))
+    except ValueError as err:
+        out["torch.nn.SyncBatchNorm"] = str(err)
+    return out
+
+
+def sum_of_ranks(rank, world_size):
+    """The smallest collective: every process contributes its rank and receives the sum."""
+    payload = torch.tensor([float(rank)])
+    dist.all_reduce(payload)  # sum over the processes, left in each
+    return rank, float(payload)
 
 
 def bn_across_devices(rank, world_size, config):
@@ -307,7 +394,8 @@ def bn_across_devices(rank, world_size, config):
     groups = _replica_groups(world_size)
     out, seconds = {}, {}
     for name, fn in (("stats", _batch_statistics_by_replicas), ("train", _train_replicas),
-                     ("cost", _collective_times), ("ghost", _train_ghost)):
+                     ("cost", _collective_times), ("ghost", _train_ghost),
+                     ("torch", _torch_refusals)):
         t0 = time.perf_counter()
         out[name] = fn(rank, groups, config)
         seconds[name] = time.perf_counter() - t0
