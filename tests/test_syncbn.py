@@ -128,7 +128,12 @@ def _ddp_case(rank, world_size):
     # DDP averages gradients over processes: scale by world_size / N for the full batch's mean
     losses = _ddp_steps(ddp, x[sl], labels[sl], world_size, sum(sizes))
     state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
-    return losses, state
+    try:  # torch's own module in a CPU model: DDP refuses it (why bnlib has its own)
+        torch.nn.parallel.DistributedDataParallel(torch.nn.SyncBatchNorm(3))
+        refusal = None
+    except ValueError as err:
+        refusal = str(err)
+    return losses, state, refusal
 
 
 def worker(rank, world_size):
@@ -143,7 +148,21 @@ def worker(rank, world_size):
     # A process group of one process: no synchronisation, plain BN on the local batch.
     results["is_sync_skipped_alone"] = _alone_check(rank)
     results["one_value_error"] = _one_value_check(rank, pair)
+    results["nan"] = _nan_check(rank)
     return results
+
+
+def _nan_check(rank):
+    """A NaN on one process makes every process's output NaN, as torch's BN on the whole batch."""
+    x = torch.ones((2, 3), dtype=torch.float64) * (rank + 1)
+    if rank == 1:
+        x[0, 0] = float("nan")
+    x.requires_grad_(True)
+    bn = SyncBatchNorm(3, dtype=torch.float64)
+    y = bn(x)
+    y.sum().backward()
+    return (bool(torch.isnan(y[:, 0]).all()), bool(torch.isfinite(y[:, 1:]).all()),
+            bool(torch.isnan(bn.running_mean[0])))
 
 
 def _one_value_check(rank, pair):
@@ -216,7 +235,8 @@ def test_ddp_with_sync_bn_takes_the_steps_of_one_process(results):
     net = _ddp_net(torch.nn.BatchNorm1d)
     ref_losses = _ddp_steps(net, x, labels, 1, len(x))
     ref_state = net.state_dict()
-    for rank, (losses, state) in enumerate(r["ddp"] for r in results):
+    for rank, (losses, state, refusal) in enumerate(r["ddp"] for r in results):
+        assert "only work with GPU modules" in refusal
         # each process's loss is over its own examples; they add up to the whole batch's
         assert state.keys() == ref_state.keys()
         for key, value in ref_state.items():
@@ -228,6 +248,10 @@ def test_ddp_with_sync_bn_takes_the_steps_of_one_process(results):
 def test_one_value_in_the_whole_group_raises_on_every_member(results):
     for rank in (0, 1):
         assert "Expected more than 1 value per channel when training" in results[rank]["one_value_error"]
+
+
+def test_nan_on_one_process_propagates_to_all(results):
+    assert all(r["nan"] == (True, True, True) for r in results)
 
 
 def test_group_of_one_is_plain_bn(results):

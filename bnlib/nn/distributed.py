@@ -136,6 +136,35 @@ def merge_moments(counts, means, m2s):
     return int(round(n)), mean, m2 / n
 
 
+def _normalize_with(x, gamma, beta, mean, var, eps):
+    """``gamma * (x - mean) / sqrt(var + eps) + beta``: bnlib's :func:`batchnorm_inference`.
+
+    The core refuses NaN and infinity with a ``ValueError``; torch propagates them (and
+    ``GradScaler`` relies on that), and in a process group a refusal on one process would
+    leave the others waiting in the next collective. So non-finite values take the same
+    formula in plain numpy, which propagates them.
+    """
+    try:
+        return batchnorm_inference(x, gamma, beta, mean, var, eps=eps)
+    except ValueError:
+        with np.errstate(all="ignore"):
+            scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+            nd = x.ndim
+            y = (x - _per_channel(mean, nd)) * _per_channel(scale, nd) + _per_channel(beta, nd)
+        return y.astype(x.dtype, copy=False)
+
+
+def _updated_running_stats(running_mean, running_var, mean, var, n, momentum):
+    """:func:`bnlib.batchnorm.update_running_stats`, or its formula where the core refuses NaN."""
+    try:
+        return update_running_stats(running_mean, running_var, mean, var, n, momentum=momentum)
+    except ValueError:
+        with np.errstate(all="ignore"):
+            new_mean = (1 - momentum) * running_mean + momentum * mean
+            new_var = (1 - momentum) * running_var + momentum * var * (n / (n - 1.0))
+        return new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)
+
+
 # --------------------------------------------------------------------------- tensors <-> numpy
 
 
@@ -192,7 +221,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
     :func:`merge_moments` (Chan's formula) turns them into the group's mean and
     variance. Then ``y = batchnorm_inference(x, gamma, beta, mean, var, eps)``,
     bnlib's per-channel affine map, is exactly training-mode BN with the group's
-    statistics. An all-gather (as torch's module) rather than all-reducing
+    statistics. NaN and infinity propagate to every process (as in torch) instead of
+    raising on one and leaving the others waiting. An all-gather (as torch's module) rather than all-reducing
     ``(n, sum x, sum x**2)``: the sums of squares would cancel in float32 (see
     :func:`merge_moments`), while Chan's merge only adds non-negative terms.
 
@@ -232,7 +262,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         beta = _to_numpy(bias) if bias is not None else np.zeros(c, x_np.dtype)
         inv_std = 1.0 / np.sqrt(var + eps)
         if count > 0:
-            y = batchnorm_inference(x_np, gamma, beta, mean, var, eps=eps)
+            y = _normalize_with(x_np, gamma, beta, mean, var, eps)
         else:
             y = np.empty_like(x_np)
         ctx.save_for_backward(x, weight)
@@ -252,7 +282,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         dy_np = _to_numpy(dy).astype(x_np.dtype, copy=False)
         if x_np.size > 0:
             ones, zeros = np.ones(c, x_np.dtype), np.zeros(c, x_np.dtype)
-            x_hat = batchnorm_inference(x_np, ones, zeros, mean, var, eps=eps)
+            x_hat = _normalize_with(x_np, ones, zeros, mean, var, eps)
             sum_dy = dy_np.sum(axis=axes, dtype=np.float64)
             sum_dy_x_hat = (dy_np * x_hat).sum(axis=axes, dtype=np.float64)
         else:
@@ -266,9 +296,10 @@ class SyncBatchNormFunction(torch.autograd.Function):
             mean_dy, mean_dy_x_hat = total[:c] / n, total[c:] / n
             scale = gamma.astype(np.float64) * inv_std
             nd = x_np.ndim
-            dx = _per_channel(scale, nd) * (
-                dy_np - _per_channel(mean_dy, nd) - x_hat * _per_channel(mean_dy_x_hat, nd)
-            )
+            with np.errstate(all="ignore"):  # NaN/inf propagate, as in torch
+                dx = _per_channel(scale, nd) * (
+                    dy_np - _per_channel(mean_dy, nd) - x_hat * _per_channel(mean_dy_x_hat, nd)
+                )
             grad_x = _to_tensor(dx, x)
         if need_dweight:
             grad_weight = _to_tensor(sum_dy_x_hat, weight)
@@ -385,9 +416,9 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(f"batch_norm eps must be positive during training, but got {self.eps}")
         y, mean, var, n = SyncBatchNormFunction.apply(input, self.weight, self.bias, self.eps, group)
         if running_mean is not None and running_var is not None:
-            new_mean, new_var = update_running_stats(
+            new_mean, new_var = _updated_running_stats(
                 _to_numpy(running_mean), _to_numpy(running_var),
-                mean.cpu().numpy(), var.cpu().numpy(), n, momentum=factor,
+                mean.cpu().numpy(), var.cpu().numpy(), n, factor,
             )
             with torch.no_grad():
                 running_mean.copy_(torch.from_numpy(new_mean))
