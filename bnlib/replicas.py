@@ -199,11 +199,12 @@ def make_net(config, bn_layer):
 
 
 def average_gradients(net, group, k):
-    """Replace each gradient by its mean over the ``k`` processes of ``group``: DDP's job.
+    """Replace each gradient by its mean over the ``k`` processes of ``group``.
 
-    One ``all_reduce`` of all gradients in one flat tensor. ``DistributedDataParallel`` does
-    the same (in buckets, overlapped with the backward pass); this plain version keeps the
-    chapter's processes from importing DDP's machinery, which takes seconds per process.
+    One ``all_reduce`` of all gradients in one flat tensor: what
+    ``DistributedDataParallel`` does (in buckets, overlapped with the backward
+    pass). This plain version spares each process DDP's start-up: importing
+    its machinery takes seconds per process.
     """
     grads = [p.grad for p in net.parameters()]
     flat = torch.cat([g.reshape(-1) for g in grads])
@@ -376,7 +377,7 @@ def _torch_refusals(rank, groups, config):
 
 
 def sum_of_ranks(rank, world_size):
-    """The smallest collective: every process contributes its rank and receives the sum."""
+    """The smallest collective: each process adds its rank, all get the sum."""
     payload = torch.tensor([float(rank)])
     dist.all_reduce(payload)  # sum over the processes, left in each
     return rank, float(payload)

@@ -189,6 +189,10 @@ def _alone_check(rank):
 
 @pytest.fixture(scope="module")
 def results():
+    # DDP and torch.optim import torch's compiler stack on first use, seconds per process;
+    # imported once here, the forked processes inherit it.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    import torch.fx.experimental.symbolic_shapes  # noqa: F401
     return launch(worker, WORLD, timeout=240)
 
 

@@ -85,7 +85,7 @@ def local_moments(x):
 
 
 def merge_moments(counts, means, m2s):
-    """Merge per-process moments into those of the whole batch (Chan, Golub & LeVeque).
+    """Merge per-process moments into those of the whole batch (Chan et al.).
 
     Parameters
     ----------
@@ -109,7 +109,8 @@ def merge_moments(counts, means, m2s):
 
         M_2 = \\sum_i M_{2,i} + \\sum_i n_i (\\bar x_i - \\bar x)^2,
 
-    the pairwise update of Chan, Golub & LeVeque (1983) applied to all parts at once.
+    Chan, Golub & LeVeque's (1983) pairwise update applied to all parts at
+    once.
     Every term is a sum of squares of *centred* values, so nothing cancels; the
     textbook alternative ``sum(x**2) / n - mean**2`` subtracts two numbers of
     size ``mean**2`` and, in float32, loses the variance entirely once
