@@ -6,6 +6,7 @@ input, uneven shards and shards with no example at all. The oracle is torch's ow
 BatchNorm on the concatenated batch, in float64.
 """
 
+import importlib
 import inspect
 
 import numpy as np
@@ -192,7 +193,7 @@ def results():
     # DDP and torch.optim import torch's compiler stack on first use, seconds per process;
     # imported once here, the forked processes inherit it.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    import torch.fx.experimental.symbolic_shapes  # noqa: F401
+    importlib.import_module("torch.fx.experimental.symbolic_shapes")
     return launch(worker, WORLD, timeout=240)
 
 
