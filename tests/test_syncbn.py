@@ -150,7 +150,20 @@ def worker(rank, world_size):
     results["is_sync_skipped_alone"] = _alone_check(rank)
     results["one_value_error"] = _one_value_check(rank, pair)
     results["nan"] = _nan_check(rank)
+    results["float32"] = _float32_case(rank)
     return results
+
+
+def _float32_shards():
+    rng = np.random.default_rng(32)
+    x = 1000.0 + rng.normal(size=(3000, 2))  # |mean| / std = 1000: sums of squares would lose ~6%
+    return np.split(x, [1000, 2500])
+
+
+def _float32_case(rank):
+    x = torch.from_numpy(_float32_shards()[rank]).float()
+    bn = SyncBatchNorm(2)
+    return bn(x).detach().numpy(), bn.running_var.numpy().copy()
 
 
 def _nan_check(rank):
@@ -253,6 +266,17 @@ def test_ddp_with_sync_bn_takes_the_steps_of_one_process(results):
 def test_one_value_in_the_whole_group_raises_on_every_member(results):
     for rank in (0, 1):
         assert "Expected more than 1 value per channel when training" in results[rank]["one_value_error"]
+
+
+def test_float32_far_from_zero_keeps_its_variance(results):
+    whole = np.concatenate(_float32_shards())
+    ref = torch.nn.BatchNorm1d(2, dtype=torch.float64)
+    y_ref = ref(torch.from_numpy(whole)).detach().numpy()
+    y = np.concatenate([r["float32"][0] for r in results])
+    # float32 rounds x itself at 1000 * 6e-8 of a standard deviation; the variance is intact
+    assert rel(y, y_ref) < 2e-4
+    for r in results:
+        assert rel(r["float32"][1], ref.running_var.numpy()) < 1e-5
 
 
 def test_nan_on_one_process_propagates_to_all(results):

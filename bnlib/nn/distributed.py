@@ -445,7 +445,9 @@ class SyncBatchNorm(_BatchNorm):
             :class:`SyncBatchNorm` when ``module`` is a BN layer. Parameters and
             buffers (``weight``, ``bias``, ``running_mean``, ``running_var``,
             ``num_batches_tracked``) are the *same* tensors, not copies, and the
-            training flag is kept, as in torch's method.
+            training flag is kept, as in torch's method. :class:`GhostBatchNorm`
+            layers are left as they are: their ghost batches are per process
+            by design.
 
         Examples
         --------
