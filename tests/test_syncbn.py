@@ -357,3 +357,21 @@ def test_merge_moments_is_the_whole_batch_and_keeps_float32_variance():
     naive = s2 / np.float32(4000) - (s / np.float32(4000)) ** 2
     assert rel(naive, exact) > 0.1
 
+
+
+def test_check_merge_two_passes_chan_and_catches_a_missing_term():
+    from bnlib.nn.distributed import check_merge_two
+
+    def chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+        n = n_a + n_b
+        if n == 0:
+            return 0, mean_a, m2_a
+        delta = mean_b - mean_a
+        return n, mean_a + delta * n_b / n, m2_a + m2_b + delta**2 * n_a * n_b / n
+
+    def without_between_term(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+        n = n_a + n_b
+        return n, (n_a * mean_a + n_b * mean_b) / n, m2_a + m2_b
+
+    assert check_merge_two(chan, verbose=False).passed
+    assert not check_merge_two(without_between_term, verbose=False).passed

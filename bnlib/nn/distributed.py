@@ -34,6 +34,7 @@ __all__ = [
     "GhostBatchNorm",
     "local_moments",
     "merge_moments",
+    "check_merge_two",
 ]
 
 
@@ -164,6 +165,33 @@ def _updated_running_stats(running_mean, running_var, mean, var, n, momentum):
             new_mean = (1 - momentum) * running_mean + momentum * mean
             new_var = (1 - momentum) * running_var + momentum * var * (n / (n - 1.0))
         return new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)
+
+
+def check_merge_two(fn, verbose=True):
+    """Self-check for chapter 12's exercise: ``fn`` merges the moments of two parts.
+
+    ``fn(n_a, mean_a, m2_a, n_b, mean_b, m2_b) -> (n, mean, m2)`` with counts, ``(C,)``
+    means and ``(C,)`` centred sums of squares (:func:`local_moments`), compared with
+    :func:`merge_moments` on uneven parts, an empty part and single examples, through
+    :func:`bnlib.checks.compare`.
+    """
+    from .. import checks
+
+    def reference(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+        n, mean, var = merge_moments([n_a, n_b], [mean_a, mean_b], [m2_a, m2_b])
+        return n, mean, var * n
+
+    x = np.random.default_rng(12).normal(5.0, 2.0, size=(23, 4))
+    splits = {"uneven parts": (0, 7, 23), "an empty first part": (0, 0, 23),
+              "an empty second part": (0, 9, 9), "one example each": (3, 4, 5),
+              "far from zero": (0, 11, 23)}
+    cases = []
+    for name, (start, middle, end) in splits.items():
+        data = x + 1e4 if name == "far from zero" else x
+        parts = local_moments(data[start:middle]) + local_moments(data[middle:end])
+        cases.append((name, parts))
+    return checks.compare(fn, reference, cases, name="merge_two",
+                          output_names=("n", "mean", "m2"), verbose=verbose)
 
 
 # --------------------------------------------------------------------------- tensors <-> numpy
