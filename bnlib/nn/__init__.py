@@ -22,3 +22,12 @@ __all__ = [
     "BatchNormInferenceFunction",
     "batch_norm",
 ]
+
+# Part IV: Batch Normalization across processes (torch.distributed) and ghost batches.
+from .distributed import (  # noqa: E402
+    GhostBatchNorm,
+    SyncBatchNorm,
+    SyncBatchNormFunction,
+)
+
+__all__ += ["SyncBatchNorm", "SyncBatchNormFunction", "GhostBatchNorm"]
