@@ -44,8 +44,8 @@ __all__ = [
     "train_stacked",
 ]
 
-#: The activations :func:`make_mlp` accepts, by name.
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+#: The activations :func:`make_mlp` accepts, by name ("linear": none, a deep linear network).
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "linear": nn.Identity}
 
 #: The percentiles a probe records, as in Figure 1 of Ioffe and Szegedy (2015).
 PERCENTILES = (15.0, 50.0, 85.0)
@@ -103,7 +103,8 @@ def make_mlp(
         paper's Figure 1.
     out_features : int, default=10
         Number of classes (the output layer gives logits).
-    activation : {"sigmoid", "tanh", "relu"}, default="sigmoid"
+    activation : {"sigmoid", "tanh", "relu", "linear"}, default="sigmoid"
+        ``"linear"`` puts ``nn.Identity`` in the activation's place.
     batchnorm : bool, default=False
         Put a BN layer between each hidden ``Linear`` and its activation. The
         hidden ``Linear`` layers then have no bias: BN's ``beta`` takes its

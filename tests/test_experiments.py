@@ -94,10 +94,21 @@ def test_default_init_bounds_and_gaussian_std():
         assert torch.count_nonzero(layer.bias) == 0
 
 
-@pytest.mark.parametrize("activation, cls", [("tanh", torch.nn.Tanh), ("relu", torch.nn.ReLU)])
+@pytest.mark.parametrize("activation, cls", [("tanh", torch.nn.Tanh), ("relu", torch.nn.ReLU),
+                                             ("linear", torch.nn.Identity)])
 def test_activations(activation, cls):
     net = model(False, activation=activation)
     assert isinstance(net[1], cls)
+
+
+def test_linear_network_is_one_linear_map():
+    """Without activations the network is the product of its weight matrices (plus biases)."""
+    net = model(False, activation="linear").double()
+    w1, w2, w3 = (layer.weight.detach() for layer in experiments.linear_layers(net))
+    b1, b2, b3 = (layer.bias.detach() for layer in experiments.linear_layers(net))
+    x = torch.randn(5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = x @ (w3 @ w2 @ w1).T + (b1 @ w2.T + b2) @ w3.T + b3
+    torch.testing.assert_close(net(x), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
