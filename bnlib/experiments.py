@@ -72,8 +72,8 @@ def default_bn_layer():
         :class:`bnlib.nn.BatchNorm1d`, whose arithmetic is ``bnlib``'s, if it
         imports; otherwise :class:`torch.nn.BatchNorm1d`. Both take
         ``num_features`` and behave identically (same buffers, same train/eval
-        semantics); torch's fused kernel is about three times faster on the
-        book's small networks, which is why chapter 9 passes it explicitly.
+        semantics); chapters 9 and 10 train with ``bnlib``'s, so their figures
+        come from the formulas the book derives.
     """
     try:
         from .nn import BatchNorm1d
