@@ -37,10 +37,30 @@ def use_mathjax_components(app, config):
 
 
 def drop_widget_state(app, pagename, templatename, context, doctree):
-    """Remove the ipywidgets state script that myst-nb added to this page's scripts."""
+    """Remove the ipywidgets state script that myst-nb added to this page's scripts, and repeats.
+
+    Jupyter Book 1 sets up sphinx-thebe and sphinx-togglebutton so that their inline
+    configuration scripts are registered twice; the second ``const THEBE_JS_URL = ...`` is a
+    SyntaxError ("Identifier 'THEBE_JS_URL' has already been declared") on every page. A script
+    identical to an earlier one (same file, same attributes and body) is dropped.
+    """
     scripts = context.get("script_files")
-    if scripts:
-        scripts[:] = [js for js in scripts if getattr(js, "attributes", {}).get("type") != WIDGET_STATE]
+    if not scripts:
+        return
+    kept, seen = [], set()
+    for js in scripts:
+        attributes = getattr(js, "attributes", {})
+        if attributes.get("type") == WIDGET_STATE:
+            continue
+        # an inline script's filename is None or "", and the priority may differ between the two
+        # registrations: only what the page gets counts
+        filename = getattr(js, "filename", str(js)) or ""
+        key = (filename, tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(js)
+    scripts[:] = kept
 
 
 def encrypt_kernel_transport():

@@ -92,3 +92,18 @@ def test_chapter_kernels_start_without_the_unencrypted_tcp_warning(tmp_path):
         pytest.skip("this ipykernel does not warn about unencrypted TCP")
     assert "without encryption" not in after, after
     assert "WARNING" not in after, after
+
+
+def test_a_script_registered_twice_is_emitted_once():
+    # Jupyter Book 1 registers sphinx-thebe's inline configuration twice; the second
+    # "const THEBE_JS_URL" is a SyntaxError in the browser.
+    assets = pytest.importorskip("sphinx.builders.html._assets")
+    script = assets._JavaScript
+    thebe = 'const THEBE_JS_URL = "x"'
+    scripts = [script(None, body=thebe), script("a.js"), script("", body=thebe, priority=200), script("a.js"),
+               script(None, body="const other = 1"), script("a.js", **{"async": "async"})]
+    context = {"script_files": scripts}
+    load_extension().drop_widget_state(None, "page", "page.html", context, None)
+    kept = [(s.filename, dict(s.attributes)) for s in context["script_files"]]
+    assert kept == [(None, {"body": thebe}), ("a.js", {}), (None, {"body": "const other = 1"}),
+                    ("a.js", {"async": "async"})]
