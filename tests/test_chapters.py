@@ -71,8 +71,7 @@ UNNAMED_SOURCE = re.compile(
     r"\bthe source posts?\b|\bthe source's\b|\bsource documents\b",
     re.I,
 )
-# Chapters 9-10 are being revised in parallel; add them here when they are.
-READER_PAGES = [ROOT / f"chapters/{c.stem}.md" for c in CHAPTERS if c.stem[:2] <= "08"] + [
+READER_PAGES = [ROOT / f"chapters/{c.stem}.md" for c in CHAPTERS] + [
     ROOT / name for name in ("intro.md", "notation.md", "glossary.md", "instructors.md")
 ]
 
