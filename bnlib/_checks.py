@@ -19,10 +19,12 @@ def _as_array(x, name):
     shapes, or an object whose conversion fails (a torch tensor that requires grad)
     becomes a ``ValueError``/``TypeError`` naming the argument.
     """
-    if isinstance(x, np.ndarray):
+    if type(x) is np.ndarray and x.dtype.isnative:
         return x
     try:
-        return np.asarray(x)
+        arr = np.asarray(x)  # also turns subclasses such as np.matrix into plain arrays
+        # big-endian data (as read from a file) computes as the native dtype it stands for
+        return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
     except ValueError as err:
         hint = ""
         if isinstance(x, (tuple, list)) and any(isinstance(v, np.ndarray) for v in x):
@@ -200,4 +202,11 @@ def check_param(p, name, num_channels, dtype):
             f"(axis 1 of x), got shape {arr.shape}"
         )
     check_finite(arr, name)
-    return arr.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        cast = arr.astype(dtype, copy=False)
+    if not np.isfinite(cast).all():
+        raise ValueError(
+            f"{name} has values beyond the range of x's dtype, {np.dtype(dtype)} (largest "
+            f"{np.finfo(dtype).max:.3g}), up to {float(np.abs(arr).max()):.3g}"
+        )
+    return cast

@@ -57,7 +57,8 @@ def numerical_gradient(f, x, dout, h=1e-5):
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     h = check_positive(h, "h")
-    probe = np.array(as_float_array(x), dtype=np.float64, copy=True)
+    # C order, so that probe.reshape(-1) below is a view whatever x's layout
+    probe = np.array(as_float_array(x), dtype=np.float64, order="C", copy=True)
     check_finite(probe, "x")
     dout = as_float_array(dout, "dout").astype(np.float64, copy=False)
     check_finite(dout, "dout")

@@ -139,7 +139,7 @@ def _normal(shape, std, rng, dtype, culprit):
     rng = _check_rng(rng)
     dtype = check_float_dtype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        w = rng.standard_normal(shape, dtype=dtype) * np.asarray(std, dtype=dtype)
+        w = np.asarray(rng.standard_normal(shape, dtype=dtype) * np.asarray(std, dtype=dtype))
     return _check_weights_fit(w, *culprit)
 
 
