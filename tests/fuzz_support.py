@@ -196,6 +196,7 @@ def describe(obj, limit=300):
 # With BNLIB_FUZZ_REPORT=1, how often each function ended in each outcome is printed at exit.
 TALLY = collections.Counter()
 MESSAGES = collections.defaultdict(collections.Counter)  # clear errors' messages, per function
+WARNINGS = collections.defaultdict(collections.Counter)  # warnings the calls let through
 
 
 def _print_tally():
@@ -203,6 +204,8 @@ def _print_tally():
     for what in sorted({w for w, _ in TALLY}):
         counts = ", ".join(f"{o.value}: {TALLY[what, o]}" for o in Outcome if TALLY[what, o])
         print(f"{what:<{width}}  {counts}")
+        for message, n in WARNINGS[what].most_common(3):
+            print(f"{'':<{width}}    {n:4d} x warning {message}")
         if os.environ.get("BNLIB_FUZZ_REPORT") == "messages":
             for message, n in MESSAGES[what].most_common(4):
                 print(f"{'':<{width}}    {n:4d} x {message}")
@@ -215,6 +218,8 @@ if os.environ.get("BNLIB_FUZZ_REPORT"):
 def assert_acceptable(result, what, *args, **kwargs):
     """Fail with the outcome, its detail and the arguments unless the outcome is acceptable."""
     TALLY[what, result.outcome] += 1
+    for w in result.warnings:
+        WARNINGS[what][w] += 1
     if result.outcome is Outcome.CLEAR_ERROR:
         MESSAGES[what][re.sub(r"\d|\(.*", "", result.detail)[:90]] += 1
     if result.outcome in ACCEPTABLE:

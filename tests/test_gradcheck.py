@@ -168,3 +168,13 @@ def test_relative_error_near_the_top_of_float64():
     assert relative_error([big], [-big]) == 1.0
     assert relative_error([big], [big]) == 0.0
     assert relative_error([big], [big / 2]) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("layout", ["F", "strided", "broadcast"])
+def test_numerical_gradient_of_any_layout(layout):
+    # found by the fuzz: a Fortran-order x made probe.reshape(-1) a copy, and every entry 0
+    x = np.arange(6.0).reshape(2, 3) / 7
+    arg = {"F": np.asfortranarray(x), "strided": np.repeat(x, 2, axis=1)[:, ::2],
+           "broadcast": np.broadcast_to(x[:1], (2, 3))}[layout]
+    grad = numerical_gradient(np.sin, arg, np.ones((2, 3)))
+    assert_allclose(grad, np.cos(np.asarray(arg)), rtol=1e-8)
