@@ -578,13 +578,18 @@ def load_mnist(root="data/mnist", download=False, dtype=np.float32):
         ``x_train`` of shape (60000, 784), ``x_test`` of shape (10000, 784) in
         ``dtype`` with values ``pixel / 255`` in ``[0, 1]``; ``y_train`` of
         shape (60000,) and ``y_test`` of shape (10000,), int64 digits 0 to 9.
-        The split is MNIST's own, in the files' order.
+        The split is MNIST's own, in the files' order. Files holding no images
+        give arrays of 0 rows.
 
     Raises
     ------
     FileNotFoundError
         A file is missing and ``download`` is False; the message says how to
         download it.
+    ValueError
+        A file is not what MNIST ships, and the message names it: a corrupt
+        gzip stream or IDX header, images that are not ``(n, rows, cols)``
+        uint8, labels that are not one integer 0 to 9 per image.
 
     Notes
     -----

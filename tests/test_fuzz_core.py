@@ -14,11 +14,13 @@ Reproducible: hypothesis runs derandomized (a fixed seed) without an example dat
 
 from __future__ import annotations
 
+import atexit
 import gzip
+import hashlib
 import math
+import shutil
 import struct
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -888,6 +890,7 @@ def test_fuzz_load_digits(test_fraction, seed, dtype):
 IDX_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
              np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
 WORKDIR = Path(tempfile.mkdtemp(prefix="bnlib-fuzz-data-"))
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 
 
 def idx_bytes(array, code=None):
@@ -1001,7 +1004,7 @@ def test_fuzz_download_mnist(timeout, deadline, root_kind):
         mirror.mkdir()
         for name in data.MNIST_FILES:
             (mirror / name).write_bytes(gzip.compress(idx_bytes(np.zeros((1, 2, 2) if "images" in name else (1,), np.uint8))))
-    digests = {name: __import__("hashlib").sha256((mirror / name).read_bytes()).hexdigest() for name in data.MNIST_FILES}
+    digests = {name: hashlib.sha256((mirror / name).read_bytes()).hexdigest() for name in data.MNIST_FILES}
     target = Path(tempfile.mkdtemp(dir=WORKDIR)) / "mnist"
     root = {"path": target, "str": str(target), "none": None, "int": 3}[root_kind]
     with mock.patch.dict(data.MNIST_FILES, digests):
