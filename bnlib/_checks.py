@@ -8,6 +8,8 @@ Nothing here modifies its argument.
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -153,6 +155,13 @@ def check_positive(value, name):
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return value
+
+
+def check_path(path, name):
+    """Return ``pathlib.Path(path)`` after checking ``path`` is a str or path-like."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or path-like, got {type(path).__name__} {path!r}")
+    return Path(path)
 
 
 def check_no_overflow(result, what, name="x"):

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_float_dtype, check_positive
+from ._checks import check_float_dtype, check_path, check_positive
 
 __all__ = [
     "Dataset",
@@ -416,7 +416,7 @@ def download_mnist(root="data/mnist", mirror=None, force=False, timeout=60, dead
     deadline = check_positive(deadline, "deadline")
     give_up_at = time.monotonic() + deadline
     base = _resolve_mirror(mirror)
-    directory = _check_path(root, "root")
+    directory = check_path(root, "root")
     directory.mkdir(parents=True, exist_ok=True)
     for name, expected in MNIST_FILES.items():
         target = directory / name
@@ -475,7 +475,7 @@ def read_idx(path):
     order. MNIST's image files start ``00 00 08 03`` (2051), the label files
     ``00 00 08 01`` (2049).
     """
-    path = _check_path(path, "path")
+    path = check_path(path, "path")
     with open(path, "rb") as handle:
         raw = handle.read()
     if raw[:2] == _GZIP_MAGIC:
@@ -516,13 +516,6 @@ def read_idx(path):
         )
     data = np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=header)
     return data.reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def _check_path(path, name):
-    """``Path(path)``, or a ``TypeError`` naming the argument."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a str or path-like, got {type(path).__name__} {path!r}")
-    return Path(path)
 
 
 def _find_idx(directory, name):
@@ -598,7 +591,7 @@ def load_mnist(root="data/mnist", download=False, dtype=np.float32):
     Burges), CC BY-SA 3.0.
     """
     dt = check_float_dtype(dtype)
-    directory = _check_path(root, "root")
+    directory = check_path(root, "root")
     if download:
         download_mnist(root)
     missing = [name for name in MNIST_FILES if _find_idx(directory, name) is None]

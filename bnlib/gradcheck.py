@@ -70,6 +70,7 @@ def numerical_gradient(f, x, dout, h=1e-5):
                 f"dout must have the shape of f(x), {out.shape}, got shape {dout.shape}"
             )
         return np.sum(out * dout)
+
     grad = np.zeros_like(probe)
     flat = probe.reshape(-1)  # a view: writing flat[i] moves probe
     gflat = grad.reshape(-1)

@@ -18,6 +18,7 @@ import atexit
 import gzip
 import hashlib
 import math
+import os
 import shutil
 import struct
 import tempfile
@@ -44,14 +45,17 @@ from fuzz_support import (
     run,
 )
 
+# In `make test`: a fixed seed (derandomized) and a budget of about 30 s. For a deeper search,
+# BNLIB_FUZZ_EXAMPLES=2000 multiplies the examples and BNLIB_FUZZ_RANDOM=1 draws new ones.
+_SCALE = int(os.environ.get("BNLIB_FUZZ_EXAMPLES", "120")) / 120
 FUZZ = settings(
-    max_examples=120,
+    max_examples=max(1, round(120 * _SCALE)),
     deadline=None,
-    derandomize=True,
+    derandomize=not os.environ.get("BNLIB_FUZZ_RANDOM"),
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-FEW = settings(FUZZ, max_examples=40)
+FEW = settings(FUZZ, max_examples=max(1, round(40 * _SCALE)))
 
 # --------------------------------------------------------------------------------------------
 # shared checks
