@@ -141,7 +141,8 @@ def standardize(x, eps=0.0):
         with np.errstate(over="ignore", under="ignore", divide="ignore"):
             ratio = ratio + np.ldexp(eps / (peak64 * peak64), -2 * e)
     # (x - mu) / sqrt(var + eps) = u / sqrt(var / peak**2 + eps / peak**2)
-    y = u / np.sqrt(ratio).astype(x.dtype)
+    with np.errstate(over="ignore"):  # eps beyond float32 against the spread: y rounds to 0
+        y = u / np.sqrt(ratio).astype(x.dtype)
     y[:, constant] = 0
     return y
 

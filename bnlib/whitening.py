@@ -18,8 +18,10 @@ Conventions, stated once for the whole module:
 * statistics and decompositions are computed in float64 and the results cast
   back to ``x``'s dtype (float32 in, float32 out);
 * ``x`` is first divided by a power of two ``2**e`` near its largest ``|x|``
-  (exact: no digit changes), so that squares neither overflow nor underflow;
-  results are scaled back (``Sigma_x = 4**e Sigma_u``, ``W_x = W_u / 2**e``).
+  (or near ``sqrt(eps)`` if that is larger: the two magnitudes that meet in
+  ``Sigma + eps I``), which is exact (no digit changes), so that squares
+  neither overflow nor underflow; results are scaled back
+  (``Sigma_x = 4**e Sigma_u``, ``eps_u = eps / 4**e``, ``W_x = W_u / 2**e``).
   A result that the dtype cannot hold (the covariance of float32 data beyond
   about 1.8e19) is a ``ValueError``.
 """
@@ -41,10 +43,10 @@ __all__ = [
 WHITENING_METHODS = ("pca", "zca", "cholesky")
 
 
-def _scaled(x):
-    """``(u, e)``: ``x`` in float64 divided by ``2**e`` (exactly) so that ``max|u| < 1``."""
+def _scaled(x, eps=0.0):
+    """``(u, e)``: ``x`` in float64 divided by ``2**e`` (exactly), ``max|u| < 1``, ``eps / 4**e < 1``."""
     x64 = x.astype(np.float64, copy=False)
-    e = int(np.frexp(np.abs(x64).max())[1])
+    e = int(np.frexp(max(np.abs(x64).max(), np.sqrt(eps)))[1])
     return np.ldexp(x64, -e), e
 
 
@@ -76,13 +78,12 @@ def _sorted_eigh(cov):
 def _check_invertible(eigvals, eps_u, eps):
     """Refuse to invert a (numerically) singular ``Sigma + eps I``.
 
-    ``eigvals`` and ``eps_u`` are in the units of the scaled data; ``eps_u``
-    is 0 when ``eps`` is, or when ``eps`` is negligible at the data's scale.
+    ``eigvals`` and ``eps_u`` are in the units of the scaled data. An ``eps``
+    below the round-off of the largest eigenvalue does not make a singular
+    covariance invertible.
     """
-    if eps_u > 0:
-        return
     tol = max(eigvals[0], np.finfo(np.float64).tiny) * eigvals.size * np.finfo(np.float64).eps
-    if eigvals[-1] > tol:
+    if eigvals[-1] + eps_u > tol:
         return
     if eps > 0:
         raise ValueError(
@@ -216,7 +217,7 @@ def _unit_whitening_matrix(u, method, eps_u, eps):
 
 def _whitening_matrix(x, method, eps):
     """:func:`whitening_matrix` on an already validated float array."""
-    u, e = _scaled(x)
+    u, e = _scaled(x, eps)
     # Sigma_x + eps I = 4**e (Sigma_u + eps / 4**e I), so W_x = W_u / 2**e
     W, mean = _unit_whitening_matrix(u, method, np.ldexp(eps, -2 * e), eps)
     with np.errstate(over="ignore", under="ignore"):
@@ -228,7 +229,7 @@ def _whitening_matrix(x, method, eps):
 def _whiten(x, method, eps):
     x = check_2d(x, min_samples=2, what="Whitening")
     eps = check_eps(eps)
-    u, e = _scaled(x)
+    u, e = _scaled(x, eps)
     # (x - mean_x) @ W_x.T = (u - mean_u) @ W_u.T: the scale cancels
     W, mean = _unit_whitening_matrix(u, method, np.ldexp(eps, -2 * e), eps)
     with np.errstate(over="ignore"):

@@ -320,8 +320,8 @@ def test_fuzz_decorrelate(x):
         got_u = np.ldexp(y.astype(np.float64), -e)
         c = got_u - got_u.mean(axis=0)
         cov_y = c.T @ c / len(c)
-        peak = (np.abs(x64 / 2.0**e - mean_u).max() if e < 1000 else 1.0) ** 2
-        tol = 64 * x64.shape[1] * _eps(dt) * max(peak, lam.max()) + 8 * np.ldexp(_sub(dt), -e)
+        peak = np.abs(np.ldexp(x64, -e)).max() ** 2  # round-off of either side scales with max|u|**2
+        tol = 64 * x64.shape[1] * _eps(dt) * peak + 8 * np.ldexp(_sub(dt), -e)
         problem = compare(cov_y - np.diag(np.diag(cov_y)), np.zeros_like(cov_y), tol, "off-diagonal covariance of y")
         return problem or compare(np.diag(cov_y), lam[::-1], tol, "variances of y (decreasing eigenvalues)")
 
@@ -389,6 +389,17 @@ def test_fuzz_activations(name, x):
 BATCH = dict(ndims=[2, 3, 4, 1, 0], tame_ndims=[2, 3, 4], max_side=4)
 
 
+def h3a_silent_overflow(result):
+    """Found by this fuzz, for h3a (#16): an overflow inside bnlib/batchnorm.py becomes a silent inf.
+
+    Its signature: a non-finite result and numpy's overflow warning from batchnorm.py. Such
+    cases are let through here and pinned by the skipped ``test_h3a_*overflow*`` tests below;
+    remove this filter after merging h3a's batchnorm.py.
+    """
+    return (result.outcome is Outcome.WRONG and "silent NaN/inf" in result.detail
+            and any("overflow" in w and "batchnorm.py" in w for w in result.warnings))
+
+
 def _channel_axes(ndim):
     return (0, *range(2, ndim))
 
@@ -416,7 +427,8 @@ def _bn_reference(x64, gamma64, beta64, eps):
             return None
         x_hat = c / _per_channel(std, nd)
         y = _per_channel(gamma64, nd) * x_hat + _per_channel(beta64, nd)
-        size = np.abs(gamma64) * (1 + np.abs(c).max(axis=axes) / std) + np.abs(beta64)
+        # x_hat's error: rounding the mean to the dtype (|mean| / std) and the centred values
+        size = np.abs(gamma64) * (1 + (np.abs(c).max(axis=axes) + np.abs(mean_u)) / std) + np.abs(beta64)
         mean = np.ldexp(mean_u, e)
         var = np.ldexp(var_u, 2 * e)
     return y, mean, var, _per_channel(size, nd), x_hat
@@ -471,6 +483,8 @@ def test_fuzz_batchnorm_forward(args):
     names = {"x", "gamma", "beta", "eps", "input"}
     result = run(bnlib.batchnorm_forward, (x, gamma, beta, eps), check=_bn_forward_check(x, gamma, beta, eps),
                  names=names)
+    if h3a_silent_overflow(result):
+        return
     assert_acceptable(result, "batchnorm_forward", x, gamma, beta, eps=eps)
 
 
@@ -537,31 +551,25 @@ def test_fuzz_batchnorm_backward(args, which):
         return  # the forward fuzz covers these
     cache_arg = {"cache": cache, "none": None, "tuple": tuple(cache)}[use]
     result = run(getattr(bnlib, which), (dy, cache_arg), check=_bn_backward_check(cache, dy))
-    if _h3a_backward_cast_overflow(result, dy, cache) or _h3a_backward_silent_overflow(result, dy, cache):
+    if _h3a_backward_cast_overflow(result, dy, cache) or h3a_silent_overflow(result):
         return  # reported to h3a: see the skipped test_h3a_backward_* below
     assert_acceptable(result, which, dy, use)
 
 
-def _h3a_backward_silent_overflow(result, dy, cache):
-    """Found by this fuzz, for h3a (#16): dy near the dtype's largest value gives a silent inf dx."""
-    dy64 = as_float64(dy)
-    limit = np.finfo(cache.x.dtype).max / cache.x.size
-    return (result.outcome is Outcome.WRONG and "silent NaN/inf" in result.detail and dy64 is not None
-            and np.abs(dy64).max() > limit)
-
-
 @pytest.mark.skip(reason="#16, found by the fuzz for h3a (bnlib/batchnorm.py): a finite dy near float32's "
-                         "largest value gives a silent inf in dx; re-enable after merging h3a")
-def test_h3a_backward_silent_overflow():
-    x = np.array([[1.0, 2.0], [3.0, 5.0]], dtype=np.float32)
-    _, cache = bnlib.batchnorm_forward(x, np.ones(2, np.float32), np.zeros(2, np.float32))
+                         "largest value gives a silent inf (compact) or NaN (graph) in dx; re-enable after merging h3a")
+@pytest.mark.parametrize("which", ["batchnorm_backward", "batchnorm_backward_graph"])
+def test_h3a_backward_silent_overflow(which):
     dy = np.array([[3.4e38, 0.0], [0.0, 0.0]], dtype=np.float32)
-    try:
-        dx, dgamma, dbeta = bnlib.batchnorm_backward(dy, cache)
-    except ValueError as err:
-        assert "dy" in str(err)
-    else:
-        assert np.isfinite(dx).all() and np.isfinite(dgamma).all() and np.isfinite(dbeta).all()
+    ones, zeros = np.ones(2, np.float32), np.zeros(2, np.float32)
+    # exact dx[0, 0] = 1.36e34: finite, yet the graph version returns NaN
+    _, cache = bnlib.batchnorm_forward(np.array([[0.0, 0.0], [1.0, 1.0]], np.float32), ones, zeros)
+    dx, dgamma, dbeta = getattr(bnlib, which)(dy, cache)
+    assert np.isfinite(dx).all()
+    # exact dx[0, 0] = 5e40, beyond float32: a clear error naming dy, not -inf
+    _, cache = bnlib.batchnorm_forward(np.array([[0.0, 0.0], [1e-3, 1e-3]], np.float32), ones, zeros)
+    with pytest.raises(ValueError, match="dy"):
+        getattr(bnlib, which)(dy, cache)
 
 
 @pytest.mark.skip(reason="#16, h3a's item (bnlib/batchnorm.py): a finite dy that overflows the cache's "
@@ -595,7 +603,8 @@ def test_fuzz_batchnorm_inference(args):
         if x64 is None or x64.ndim < 2 or any(v is None or not np.isfinite(v).all() for v in vals) or not valid_eps(eps):
             return "returned for invalid input"
         g, b, mean, var = vals
-        if (var < 0).any() or (var + float(eps) == 0).any():
+        var_dt = var.astype(dt).astype(np.float64)
+        if (var_dt < 0).any() or (var_dt + float(eps) == 0).any():
             return "returned for a negative variance, or zero with eps=0"
         problem = check_array(y, x64.shape, dt)
         if problem:
@@ -608,6 +617,8 @@ def test_fuzz_batchnorm_inference(args):
         return compare(y.astype(np.float64), ref, 16 * _eps(dt) * size + 1e3 * float(np.finfo(dt).tiny), "y")
 
     result = run(bnlib.batchnorm_inference, args, check=check)
+    if h3a_silent_overflow(result):
+        return
     assert_acceptable(result, "batchnorm_inference", *args)
 
 
@@ -647,7 +658,29 @@ def test_fuzz_update_running_stats(stats, n, momentum, tracked):
     if result.outcome is Outcome.RIGHT and any(
             (as_float64(v) < 0).any() for v in (rv, bv)):
         return  # #16, h3a's item: negative variances accepted; see test_h3a_negative_variances
+    if h3a_silent_overflow(result):
+        return
     assert_acceptable(result, "update_running_stats", *stats, n=n, momentum=momentum, num_batches_tracked=tracked)
+
+
+@pytest.mark.skip(reason="#16, found by the fuzz for h3a (bnlib/batchnorm.py): results beyond float32's range "
+                         "become a silent inf instead of a clear error; re-enable after merging h3a")
+def test_h3a_inference_and_folding_overflow():
+    x = np.full((2, 1), 1e4, np.float32)
+    args = (np.array([3.4e34], np.float32), np.zeros(1), np.zeros(1), np.zeros(1))
+    with pytest.raises(ValueError, match="float32"):
+        bnlib.batchnorm_inference(x, *args)  # 3.4e34 / sqrt(1e-5) * 1e4 = 1e41
+    with pytest.raises(ValueError, match="float32"):
+        bnlib.fold_batchnorm(np.full((1, 1), 1e4, np.float32), None, *args)
+
+
+@pytest.mark.skip(reason="#16, found by the fuzz for h3a (bnlib/batchnorm.py): update_running_stats forms "
+                         "batch_var * n / (n - 1) first, which overflows float32 although the new running "
+                         "variance fits; re-enable after merging h3a")
+def test_h3a_running_stats_intermediate_overflow():
+    zeros = np.zeros(1, np.float32)
+    mean, var = bnlib.update_running_stats(zeros, zeros, zeros, np.array([1.8e38], np.float32), n=2, momentum=0.1)
+    assert np.isfinite(var).all() and var[0] == pytest.approx(3.6e37, rel=1e-6)
 
 
 @pytest.mark.skip(reason="#16, h3a's item (bnlib/batchnorm.py): update_running_stats accepts negative "
@@ -684,8 +717,9 @@ def test_fuzz_population_statistics(batches, as_generator):
         ref_mean = np.mean([b.mean(axis=axes) for b in b64], axis=0)
         ref_var = np.mean([b.var(axis=axes) for b in b64], axis=0) * m / (m - 1)
         peak = max(np.abs(b).max(axis=axes).max() for b in b64)
-        return (compare(mean.astype(np.float64), ref_mean, 16 * _eps(coarse) * peak + 1e-300, "mean")
-                or compare(var.astype(np.float64), ref_var, 64 * _eps(coarse) * (peak**2) + 1e-300, "var"))
+        sub = 2 * _sub(coarse)
+        return (compare(mean.astype(np.float64), ref_mean, 16 * _eps(coarse) * peak + sub, "mean")
+                or compare(var.astype(np.float64), ref_var, 64 * _eps(coarse) * (peak**2) + sub, "var"))
 
     # "needs at least one batch" names the argument by its element
     result = run(bnlib.population_statistics, (arg,), check=check, names={"batches", "batch", "input"})
@@ -715,7 +749,8 @@ def test_fuzz_fold_batchnorm(args):
         if w64 is None or w64.ndim < 2 or b64 is None or any(v is None or not np.isfinite(v).all() for v in [b64, *vals]) or not valid_eps(eps):
             return "returned for invalid input"
         g, b, mean, var = vals
-        if (var < 0).any() or (var + float(eps) == 0).any():
+        var_dt = var.astype(dt).astype(np.float64)  # -5e-324 is -0.0 in float32
+        if (var_dt < 0).any() or (var_dt + float(eps) == 0).any():
             return "returned for a negative variance, or zero with eps=0"
         new_w, new_b = value
         problem = check_array(new_w, w64.shape, dt) or check_array(new_b, (w64.shape[0],), dt)
@@ -730,6 +765,8 @@ def test_fuzz_fold_batchnorm(args):
         return compare(new_w.astype(np.float64), ref_w, tol_w, "weight") or compare(new_b.astype(np.float64), ref_b, tol_b, "bias")
 
     result = run(bnlib.fold_batchnorm, args, check=check)
+    if h3a_silent_overflow(result):
+        return
     assert_acceptable(result, "fold_batchnorm", *args)
 
 
