@@ -415,3 +415,26 @@ def test_eps_that_vanishes_at_the_data_scale_on_singular_data():
     x = np.ldexp(np.column_stack([t, 3 * t]), 900)  # singular, |x| about 1e271
     with pytest.raises(ValueError, match=r"eps=1e-05 vanishes against the scale of x"):
         whitening_matrix(x, "zca", eps=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_singular_data_with_an_eps_below_round_off_is_a_clear_error(method):
+    # found by the fuzz: eps=1e-5 against eigenvalues of 1e11 is below round-off, and
+    # Cholesky raised numpy's LinAlgError "Matrix is not positive definite"
+    x = np.array([[523113, 741453], [-3, -3]], dtype=np.int32)  # two samples, two features
+    with pytest.raises(ValueError, match=r"eps=1e-05 vanishes against the scale of x"):
+        whitening_matrix(x, method=method)
+    W, _ = whitening_matrix(x, method=method, eps=1e3)
+    assert np.isfinite(W).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_data_far_below_sqrt_eps_whitens_to_x_over_sqrt_eps(method):
+    # |x| about 1e-170: Sigma + eps I is eps I to float64 precision, so W = I / sqrt(eps);
+    # scaling by max|x| alone made eps / 4**e overflow to inf and W 0 or NaN
+    x = correlated(n=20, d=2) * 1e-170
+    W, mean = whitening_matrix(x, method=method, eps=1e-4)
+    assert_allclose(W.T @ W, np.eye(2) * 1e4, rtol=1e-12, atol=1e-8)  # (Sigma + eps I)^-1
+    if method != "pca":  # PCA orders the axes by variance: W is a signed permutation times 100
+        assert_allclose(W, np.eye(2) * 100.0, rtol=1e-12, atol=1e-12)
+    assert_allclose(zca_whiten(x, eps=1e-4), (x - x.mean(axis=0)) * 100.0, rtol=1e-12, atol=1e-300)
