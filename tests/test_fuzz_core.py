@@ -469,7 +469,8 @@ def _bn_forward_check(x, gamma, beta, eps):
         if problem:
             return problem
         if _finite_in(var, dt):
-            problem = compare(cache.var.astype(np.float64), var, 64 * _eps(dt) * var + 8 * _sub(dt), "cache.var")
+            m = x64.size // max(x64.shape[1], 1)
+            problem = compare(cache.var.astype(np.float64), var, 1e3 * m * _eps(dt) * var + 8 * _sub(dt), "cache.var")
         return problem
 
     return check
@@ -716,7 +717,7 @@ def test_fuzz_population_statistics(batches, as_generator):
         m = math.prod(b64[0].shape[i] for i in axes)
         ref_mean = np.mean([b.mean(axis=axes) for b in b64], axis=0)
         ref_var = np.mean([b.var(axis=axes) for b in b64], axis=0) * m / (m - 1)
-        peak = max(np.abs(b).max(axis=axes).max() for b in b64)
+        peak = max(np.abs(b).max(initial=0.0) for b in b64)
         sub = 2 * _sub(coarse)
         return (compare(mean.astype(np.float64), ref_mean, 16 * _eps(coarse) * peak + sub, "mean")
                 or compare(var.astype(np.float64), ref_var, 64 * _eps(coarse) * (peak**2) + sub, "var"))
