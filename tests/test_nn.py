@@ -476,3 +476,319 @@ def test_gradients_flow_through_conv_model_like_torch():
     for a, b in zip(*grads):
         assert a is not None
         assert_close(a, b)
+
+
+# --------------------------------------------------------------------------- torch's semantics (#12, #16)
+
+
+def outcome(f):
+    """``("ok", result)`` or ``("raised", exception type, message)``."""
+    try:
+        return ("ok", f())
+    except Exception as err:  # noqa: BLE001 - the point is to compare whatever happens
+        return ("raised", type(err), str(err))
+
+
+def assert_same_outcome(f, classes, rtol=RTOL, atol=ATOL):
+    """``f(cls)`` for bnlib's class and torch's: equal results (NaN where torch has NaN), or the same error."""
+    ours, ref = outcome(lambda: f(classes[0])), outcome(lambda: f(classes[1]))
+    assert ours[0] == ref[0], (ours, ref)
+    if ref[0] == "raised":
+        assert ours[1:] == ref[1:]
+    else:
+        torch.testing.assert_close(ours[1], ref[1], rtol=rtol, atol=atol, equal_nan=True)
+    return ours
+
+
+BN1D = (bnn.BatchNorm1d, torch.nn.BatchNorm1d)
+BN2D = (bnn.BatchNorm2d, torch.nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("case", ["1d-2D", "2d"])
+def test_gradgradcheck_module(case, training):
+    ours_cls, _, shape = CASES[case]
+    gen = generator(20)
+    bn = ours_cls(shape[1], dtype=F64).train(training)
+    with torch.no_grad():
+        bn.running_mean.copy_(randn(shape[1], gen))
+        bn.running_var.copy_(randn(shape[1], gen).abs() + 0.5)
+    x = randn(shape, gen, shift=1.0).requires_grad_(True)
+    w = randn(shape[1], gen, scale=0.5, shift=1.0).requires_grad_(True)
+    b = randn(shape[1], gen).requires_grad_(True)
+
+    def f(x, w, b):
+        return functional_call(bn, {"weight": w, "bias": b}, (x,))
+
+    assert torch.autograd.gradgradcheck(f, (x, w, b), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_second_derivatives_equal_torchs(training):
+    """A gradient penalty and a Hessian-vector product through the layer, as with torch's layer."""
+    gen = generator(21)
+    x0, v = randn((6, 3), gen, shift=1.0), randn((6, 3), gen)
+    results = []
+    for cls in BN1D:
+        bn = cls(3, dtype=F64).train(training)
+        with torch.no_grad():
+            bn.weight.copy_(randn(3, gen, F64, 0.5, 1.0) if not results else results[0][-1])
+        x = x0.clone().requires_grad_(True)
+        gx, gw = torch.autograd.grad(bn(x).pow(3).sum(), (x, bn.weight), create_graph=True)
+        penalty = gx.pow(2).sum() + gw.pow(2).sum()
+        hx, hw, hb = torch.autograd.grad(penalty, (x, bn.weight, bn.bias), allow_unused=True, retain_graph=True)
+        (hvp,) = torch.autograd.grad(gx, x, v, retain_graph=True)
+        results.append((hx, hw, hb, hvp, bn.weight.detach().clone()))
+    for a, b in zip(*results):
+        assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("classes, shape", [(BN1D, (0, 5)), (BN1D, (0, 5, 9)), (BN1D, (3, 5, 0)), (BN2D, (0, 5, 2, 2))])
+def test_empty_batch_like_torch(classes, shape):
+    got = []
+    for cls in classes:
+        bn = cls(5, dtype=F64)
+        x = torch.zeros(shape, dtype=F64, requires_grad=True)
+        y = bn(x)
+        y.sum().backward()
+        got.append((y.shape, y.dtype, int(bn.num_batches_tracked), bn.running_mean.clone(),
+                    bn.running_var.clone(), bn.weight.grad, bn.bias.grad, x.grad.shape))
+    ours, ref = got
+    assert ours[:3] == ref[:3] and ours[2] == 1 and ours[-1] == ref[-1]
+    for a, b in zip(ours[3:7], ref[3:7]):
+        assert_close(a, b)
+    assert torch.equal(ours[3], torch.zeros(5, dtype=F64)) and torch.equal(ours[4], torch.ones(5, dtype=F64))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_empty_batch_dtypes_and_zero_channels_like_torch(training, dtype):
+    # torch's empty path: input.clone() * weight[0] + bias[0], checked before dtypes and channels
+    assert_same_outcome(lambda cls: cls(3).train(training)(torch.zeros(0, 3, dtype=dtype)), BN1D)
+    assert_same_outcome(lambda cls: cls(4).train(training)(torch.zeros(0, 3)), BN1D)
+    # BatchNorm1d(0): torch fails indexing weight[0]; affine=False runs
+    assert_same_outcome(lambda cls: cls(0).train(training)(torch.zeros(4, 0)), BN1D)
+    assert_same_outcome(lambda cls: cls(0, affine=False).train(training)(torch.zeros(4, 0)), BN1D)
+
+
+def nan_inf_batch(gen):
+    x = randn((5, 3), gen)
+    x[1, 0] = float("nan")
+    x[2, 1] = float("inf")
+    return x
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_nan_and_inf_propagate_like_torch(training):
+    gen = generator(22)
+    x, dy = nan_inf_batch(gen), randn((5, 3), gen)
+    dy_inf = dy.clone()
+    dy_inf[0, 2] = float("inf")
+    results = []
+    for cls in BN1D:
+        bn = cls(3, dtype=F64).train(training)
+        out = []
+        for xi, dyi in ((x, dy), (x.nan_to_num(0.0, 0.0, 0.0), dy_inf)):
+            xi = xi.clone().requires_grad_(True)
+            bn.zero_grad(set_to_none=True)
+            y = bn(xi)
+            y.backward(dyi)
+            out += [y.detach(), xi.grad, bn.weight.grad, bn.bias.grad]
+        results.append(out + [bn.running_mean.clone(), bn.running_var.clone()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert results[0][0].isnan().any()  # the test does exercise non-finite values
+
+
+def test_eval_with_negative_running_var_gives_nan_like_torch():
+    def f(cls):
+        bn = cls(2, dtype=F64).eval()
+        with torch.no_grad():
+            bn.running_var.copy_(torch.tensor([-1.0, 2.0], dtype=F64))
+        return bn(torch.ones(3, 2, dtype=F64))
+
+    y = assert_same_outcome(f, BN1D)[1]
+    assert y[:, 0].isnan().all() and y[:, 1].isfinite().all()
+
+
+@pytest.mark.parametrize("momentum", [-0.5, 1.5, float("nan")])
+def test_momentum_outside_unit_interval_accepted_like_torch(momentum):
+    def f(cls):
+        bn = cls(2, momentum=momentum, dtype=F64)
+        bn(torch.tensor([[1.0, 2.0], [3.0, 6.0], [2.0, 0.0]], dtype=F64))
+        return torch.stack([bn.running_mean, bn.running_var])
+
+    assert_same_outcome(f, BN1D)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64])
+@pytest.mark.parametrize("training", [True, False])
+def test_non_float_input_raises_like_torch(training, dtype):
+    _, err_type, message = assert_same_outcome(lambda cls: cls(3).train(training)(torch.ones(4, 3, dtype=dtype)), BN1D)
+    assert err_type is NotImplementedError and "not implemented for" in message
+
+
+@pytest.mark.parametrize("module_dtype, input_dtype", [
+    (torch.float32, torch.float64), (torch.float64, torch.float32), (torch.float16, torch.float32),
+    (torch.bfloat16, torch.float64), (torch.float32, torch.bfloat16), (torch.float32, torch.float16),
+])
+@pytest.mark.parametrize("training", [True, False])
+def test_mixed_dtypes_like_torch(training, module_dtype, input_dtype):
+    x = randn((4, 3), generator(23)).to(input_dtype)
+    assert_same_outcome(lambda cls: cls(3, dtype=module_dtype).train(training)(x), BN1D, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"affine": False}, {"track_running_stats": False},
+                                    {"affine": False, "track_running_stats": False}])
+@pytest.mark.parametrize("training", [True, False])
+def test_wrong_channel_count_raises_like_torch(training, kwargs):
+    outcome_ = assert_same_outcome(lambda cls: cls(4, **kwargs).train(training)(torch.ones(5, 3)), BN1D)
+    if kwargs != {"affine": False, "track_running_stats": False}:
+        assert outcome_[1] is RuntimeError and "should contain 3 elements not 4" in outcome_[2]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_channels_last_kept_like_torch(training):
+    gen = generator(24)
+    x = randn((2, 3, 4, 5), gen).to(memory_format=torch.channels_last)
+    dy = randn((2, 3, 4, 5), gen)
+    got = []
+    for cls in BN2D:
+        bn = cls(3, dtype=F64).train(training)
+        xi = x.clone().requires_grad_(True)
+        y = bn(xi)
+        y.backward(dy)
+        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+        assert xi.grad.is_contiguous(memory_format=torch.channels_last)
+        got.append((y.detach(), xi.grad))
+    for a, b in zip(*got):
+        assert_close(a, b)
+
+
+# --------------------------------------------------------------------------- torch.func, TorchScript, compile
+
+
+def test_torch_func_transforms_like_torch():
+    from torch.func import grad, jacrev, vmap
+
+    gen = generator(25)
+    x, xs = randn((5, 3), gen), randn((4, 5, 3), gen)
+    for kwargs, training in (({}, False), ({"track_running_stats": False}, True)):
+        ours, ref = make_pair(bnn.BatchNorm1d, torch.nn.BatchNorm1d, 3, gen, **kwargs)
+        ours.train(training)
+        ref.train(training)
+        assert_close(vmap(ours)(xs), vmap(ref)(xs))
+        assert_close(jacrev(ours)(x), jacrev(ref)(x))
+        assert_close(grad(lambda x, m=ours: m(x).pow(3).sum())(x), grad(lambda x, m=ref: m(x).pow(3).sum())(x))
+        params = {k: v.detach() for k, v in ours.named_parameters()}
+        jac_ours = jacrev(lambda p: functional_call(ours, p, (x,)))(params)
+        jac_ref = jacrev(lambda p: functional_call(ref, p, (x,)))(params)
+        for k in params:
+            assert_close(jac_ours[k], jac_ref[k])
+    # running statistics updated in place under a transform: both refuse
+    for transform in (vmap, lambda m: grad(lambda x: m(x).sum())):
+        errors = [outcome(lambda cls=cls: transform(cls(3, dtype=F64))(xs if transform is vmap else x))
+                  for cls in BN1D]
+        assert errors[0][0] == errors[1][0] == "raised" and errors[0][1] is errors[1][1] is RuntimeError
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+def test_torchscript_raises_a_clear_error():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), bnn.BatchNorm1d(3))
+    with pytest.raises(RuntimeError, match=r"bnlib\.nn\.BatchNorm1d cannot be compiled by TorchScript.*torch\.nn\.BatchNorm1d"):
+        torch.jit.script(model)
+    with pytest.raises(RuntimeError, match="torch.jit.trace cannot record"):
+        torch.jit.trace(model, torch.randn(4, 2))
+    torch.jit.script(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3)))  # the alternative works
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_torch_compile_matches_torch(backend):
+    torch._dynamo.reset()
+    ref = seeded(lambda: torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU(),
+                                             torch.nn.Linear(6, 2)).double())
+    ours = copy.deepcopy(ref)
+    ours[1] = bnn.BatchNorm1d(6, dtype=F64)
+    ours.load_state_dict(ref.state_dict())
+    compiled = torch.compile(ours, backend=backend)
+    gen = generator(26)
+    for _ in range(2):
+        x = randn((8, 4), gen)
+        y, y_ref = compiled(x), ref(x)
+        y.pow(2).sum().backward()
+        y_ref.pow(2).sum().backward()
+        assert_close(y.detach(), y_ref.detach())
+        for p, q in zip(ours.parameters(), ref.parameters()):
+            assert_close(p.grad, q.grad)
+    assert_same_state(ours[1], ref[1])
+    compiled.eval()
+    ref.eval()
+    x = randn((3, 4), gen)
+    assert_close(compiled(x).detach(), ref(x).detach())
+
+
+def test_convert_sync_batchnorm_refuses_to_swap_bnlib_modules():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), bnn.BatchNorm1d(3))
+    with pytest.raises(TypeError, match=r"bnlib\.nn\.SyncBatchNorm\.convert_sync_batchnorm"):
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert type(model[1]) is bnn.BatchNorm1d
+    # elsewhere the module has no qconfig until one is set, as torch's
+    bn = bnn.BatchNorm1d(3)
+    assert not hasattr(bn, "qconfig")
+    bn.qconfig = "q"
+    assert bn.qconfig == "q"
+
+
+# --------------------------------------------------------------------------- mixed precision
+
+
+def test_autocast_bfloat16_step_with_gradscaler_overflow_skips_like_torch():
+    """A CPU autocast (bfloat16) training loop with GradScaler: an overflowing loss scale and a
+    NaN batch each make the scaler skip the step, with bnlib's layer exactly as with torch's."""
+    ref = seeded(lambda: torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Sigmoid(),
+                                             torch.nn.Linear(8, 3)))
+    ours = copy.deepcopy(ref)
+    ours[1] = bnn.BatchNorm1d(8)
+    ours.load_state_dict(ref.state_dict())
+    gen = generator(27)
+    batches = [(randn((16, 4), gen, dtype=torch.float32), torch.randint(0, 3, (16,), generator=gen)) for _ in range(5)]
+    batches[3][0][2, 1] = float("nan")  # a bad batch
+    histories = []
+    for model in (ours, ref):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        # 8 * loss * 2**127 overflows float32: the first scaled loss is inf; the backoff lands on 2**15
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-112, growth_interval=100)
+        history = []
+        for x, target in batches:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(x)
+                assert model[1](model[0](x)).dtype == torch.bfloat16
+                loss = 8.0 * torch.nn.functional.cross_entropy(out.float(), target)
+            scaler.scale(loss).backward()
+            before = [p.detach().clone() for p in model.parameters()]
+            scaler.step(opt)
+            scaler.update()
+            moved = any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+            history.append((moved, scaler.get_scale()))
+        histories.append(history)
+    assert histories[0] == histories[1]
+    assert [moved for moved, _ in histories[0]] == [False, True, True, False, True]
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=2e-2, atol=2e-2)
+
+
+def test_torch_compile_fullgraph_says_why_and_export_works():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), bnn.BatchNorm1d(3)).double()
+    x = randn((6, 2), generator(28))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="bnlib.nn computes batch norm with numpy"):
+        torch.compile(model, backend="eager", fullgraph=True)(x)
+    for training in (False, True):
+        ref = copy.deepcopy(model)
+        ref[1] = torch.nn.BatchNorm1d(3, dtype=F64)
+        ref.load_state_dict(model.state_dict())
+        model.train(training)
+        ref.train(training)
+        exported = torch.export.export(model, (x,)).module()
+        assert_close(exported(x).detach(), ref(x).detach())

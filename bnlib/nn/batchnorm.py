@@ -10,10 +10,23 @@ input checks. Only ``forward`` differs: instead of torch's fused kernel it calls
 :func:`~bnlib.batchnorm.batchnorm_inference` and
 :func:`~bnlib.batchnorm.update_running_stats` inside ``torch.autograd.Function``\\ s.
 
+**Torch's semantics are the contract.** What torch's module does, these do:
+the same errors with the same types and messages (input dimensions, one value
+per channel, ``eps``, integer and mixed dtypes, wrong channel counts), empty
+batches, NaN and infinity propagated forward and backward (``GradScaler``
+relies on it), any ``momentum``, a negative running variance giving NaN,
+channels-last memory format kept, correct second derivatives, ``torch.func``
+transforms, ``torch.compile`` and the meta device. Where numpy cannot follow,
+the same formulas are evaluated with torch operations instead (see
+:func:`batch_norm`, "Which arithmetic runs"); TorchScript is refused with a
+clear error.
+
 This module imports torch; the core ``bnlib`` package never imports it.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import torch
@@ -34,41 +47,143 @@ __all__ = [
     "batch_norm",
 ]
 
+_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_HALVES = (torch.float16, torch.bfloat16)
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
 
 # --------------------------------------------------------------------------- tensors <-> numpy
 
 
 def _to_numpy(t):
-    """A numpy view (CPU) or copy (other devices, half precision) of a tensor, or None."""
-    if t is None:
-        return None
+    """A numpy view of a CPU tensor (a float32 copy for half precision: numpy has no bfloat16)."""
     t = t.detach()
-    if t.dtype in (torch.float16, torch.bfloat16):  # numpy has no bfloat16; bnlib computes half in float32
+    if t.dtype in _HALVES:
         t = t.float()
-    return t.cpu().numpy()
+    return t.numpy()
 
 
-def _to_tensor(arr, like):
-    """``arr`` as a tensor on ``like``'s device with ``like``'s dtype."""
-    return torch.from_numpy(np.asarray(arr)).to(device=like.device, dtype=like.dtype)
+def _from_numpy(arr, dtype):
+    """``arr`` as a CPU tensor of ``dtype`` (no copy when the dtypes agree)."""
+    t = torch.from_numpy(arr)
+    return t if t.dtype == dtype else t.to(dtype)
 
 
-def _channel_sum(a):
-    """Sum over every axis but axis 1 (the channels), shape ``(C,)``."""
-    return a.sum(axis=(0,) + tuple(range(2, a.ndim)))
+def _channels_last_format(x):
+    """torch's output memory format for ``x``: channels-last in, channels-last out."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return None
+
+
+def _like_input(arr, x, fmt):
+    """``arr`` (numpy, shape of ``x``) as a tensor of ``x``'s dtype in ``x``'s memory format."""
+    t = _from_numpy(arr, x.dtype)
+    return t if fmt is None else t.contiguous(memory_format=fmt)
+
+
+def _numpy_can_run(x):
+    """Whether ``x`` is a plain CPU tensor that numpy can read (no torch.func wrapper, no meta or GPU)."""
+    return (
+        type(x) in _PLAIN_TYPES
+        and x.is_cpu
+        and not torch._C._are_functorch_transforms_active()
+    )
+
+
+# --------------------------------------------------------------------------- the formulas with torch operations
+
+
+def _reduce_axes(x):
+    return [0] + list(range(2, x.dim()))
 
 
 def _per_channel(v, ndim):
-    """Reshape a ``(C,)`` vector to broadcast against ``(N, C, *spatial)``."""
+    """Reshape a ``(C,)`` tensor to broadcast against ``(N, C, *spatial)``."""
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _ones_like_channels(x_np):
-    return np.ones(x_np.shape[1], dtype=x_np.dtype)
+def _compute_dtype(x):
+    """float64 for float32/float64 input (sums accumulate in float64, as the core does), float32 for half."""
+    return torch.float64 if x.dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _zeros_like_channels(x_np):
-    return np.zeros(x_np.shape[1], dtype=x_np.dtype)
+def _train_formulas(x, weight, bias, eps):
+    """Training-mode BN with torch operations: ``(y, mean, biased var)``, differentiable.
+
+    The formulas of :func:`bnlib.batchnorm.batchnorm_forward`:
+    ``mu = mean(x)``, ``var = mean((x - mu)^2)``, ``x_hat = (x - mu) / sqrt(var + eps)``,
+    ``y = gamma * x_hat + beta`` per channel, computed in float64 (float32 for half input).
+    """
+    axes, ndim = _reduce_axes(x), x.dim()
+    xf = x.to(_compute_dtype(x))
+    mean = xf.mean(axes, keepdim=True)
+    xc = xf - mean
+    var = (xc * xc).mean(axes, keepdim=True)
+    x_hat = xc * torch.rsqrt(var + eps)
+    y = x_hat
+    if weight is not None:
+        y = y * _per_channel(weight.to(xf.dtype), ndim)
+    if bias is not None:
+        y = y + _per_channel(bias.to(xf.dtype), ndim)
+    stat_dtype = torch.float32 if x.dtype in _HALVES else x.dtype
+    return y.to(x.dtype), mean.reshape(-1).to(stat_dtype), var.reshape(-1).to(stat_dtype)
+
+
+def _train_gradients(dy, x, weight, eps, needs):
+    """Gradients of training-mode BN with torch operations (differentiable: double backward).
+
+    The compact closed form of :func:`bnlib.batchnorm.batchnorm_backward`, ``m`` values per channel:
+    ``dbeta = sum(dy)``, ``dgamma = sum(dy * x_hat)``,
+    ``dx = gamma / sqrt(var + eps) * (dy - dbeta / m - x_hat * dgamma / m)``.
+    """
+    axes, ndim = _reduce_axes(x), x.dim()
+    dtype = _compute_dtype(x)
+    xf, dyf = x.to(dtype), dy.to(dtype)
+    mean = xf.mean(axes, keepdim=True)
+    xc = xf - mean
+    var = (xc * xc).mean(axes, keepdim=True)
+    inv_std = torch.rsqrt(var + eps)
+    x_hat = xc * inv_std
+    dbeta = dyf.sum(axes, keepdim=True)
+    dgamma = (dyf * x_hat).sum(axes, keepdim=True)
+    grad_x = grad_w = grad_b = None
+    if needs[0]:
+        m = x.numel() // x.shape[1]
+        scale = inv_std if weight is None else _per_channel(weight.to(dtype), ndim) * inv_std
+        grad_x = (scale * (dyf - dbeta / m - x_hat * (dgamma / m))).to(x.dtype)
+    if needs[1]:
+        grad_w = dgamma.reshape(-1).to(weight.dtype)
+    if needs[2]:
+        grad_b = dbeta.reshape(-1).to(weight.dtype if weight is not None else x.dtype)
+    return grad_x, grad_w, grad_b
+
+
+def _inference_formulas(x, weight, bias, running_mean, running_var, eps):
+    """Eval-mode BN with torch operations, the affine map of :func:`bnlib.batchnorm.batchnorm_inference`.
+
+    ``a = gamma / sqrt(running_var + eps)``, ``b = beta - a * running_mean``, ``y = a x + b``.
+    Differentiable in ``x``, ``weight`` and ``bias``; the statistics are constants.
+    """
+    ndim = x.dim()
+    dtype = _compute_dtype(x)
+    a = torch.rsqrt(running_var.detach().to(dtype) + eps)
+    if weight is not None:
+        a = a * weight.to(dtype)
+    b = -a * running_mean.detach().to(dtype)
+    if bias is not None:
+        b = b + bias.to(dtype)
+    return (x.to(dtype) * _per_channel(a, ndim) + _per_channel(b, ndim)).to(x.dtype)
+
+
+def _update_running_formulas(running_mean, running_var, mean, var, m, momentum):
+    """``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance, in place."""
+    with torch.no_grad():
+        mean, var = mean.detach(), var.detach() * (m / (m - 1))
+        running_mean.copy_((1.0 - momentum) * running_mean + momentum * mean)
+        running_var.copy_((1.0 - momentum) * running_var + momentum * var)
 
 
 # --------------------------------------------------------------------------- autograd Functions
@@ -81,7 +196,7 @@ class BatchNormFunction(torch.autograd.Function):
 
     Parameters
     ----------
-    x : Tensor of shape (N, C) or (N, C, *spatial)
+    x : Tensor of shape (N, C) or (N, C, *spatial), on the CPU
     weight, bias : Tensor of shape (C,) or None
         ``gamma`` and ``beta``; ``None`` means ones and zeros (``affine=False``)
         and gets no gradient.
@@ -89,13 +204,13 @@ class BatchNormFunction(torch.autograd.Function):
 
     Returns
     -------
-    y : Tensor of the shape, dtype and device of ``x``
-        Differentiable with respect to ``x``, ``weight`` and ``bias``.
-    batch_mean, batch_var : Tensor of shape (C,), on ``x``'s device
+    y : Tensor of the shape, dtype and memory format of ``x``
+        Differentiable with respect to ``x``, ``weight`` and ``bias``, twice.
+    batch_mean, batch_var : Tensor of shape (C,)
         The batch mean and the *biased* batch variance (``cache.mean`` and
         ``cache.var`` of :func:`bnlib.batchnorm.batchnorm_forward`), marked
         non-differentiable; :func:`batch_norm` feeds them to the running
-        statistics.
+        statistics. float32 for half-precision ``x``.
 
     Notes
     -----
@@ -103,7 +218,22 @@ class BatchNormFunction(torch.autograd.Function):
     pass :func:`bnlib.batchnorm.batchnorm_backward` (the compact closed form).
     When only ``weight``/``bias`` need a gradient, ``dx`` is not computed:
     ``dgamma = sum(dy * x_hat)`` and ``dbeta = sum(dy)`` come straight from the
-    cache. Backward is differentiable once (no double backward).
+    cache.
+
+    Two cases run the same formulas with torch operations instead of numpy,
+    so that torch's semantics hold:
+
+    - values the core refuses with a ``ValueError`` (NaN or infinity in ``x``
+      or ``dy``, a variance that overflows, ``eps`` NaN): torch propagates
+      them, and so does this Function;
+    - a backward pass with ``create_graph=True``: the gradient is then itself
+      computed with differentiable torch operations, so second derivatives
+      (Hessian-vector products, gradient penalties) are exact.
+
+    This Function is for plain CPU tensors. :func:`batch_norm` and the modules
+    choose torch operations themselves under ``torch.func`` transforms and on
+    other devices; calling ``BatchNormFunction.apply`` inside ``torch.func.vmap``
+    or ``grad`` raises torch's error about ``setup_context``.
 
     Examples
     --------
@@ -117,37 +247,111 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        x_np = _to_numpy(x)
-        gamma = _to_numpy(weight) if weight is not None else _ones_like_channels(x_np)
-        beta = _to_numpy(bias) if bias is not None else _zeros_like_channels(x_np)
-        y, cache = batchnorm_forward(x_np, gamma, beta, eps=eps)
-        ctx.cache = cache
-        # Saved for torch's version-counter check only: modifying x or weight in
-        # place between forward and backward raises, as it does with torch's BN.
-        ctx.save_for_backward(x, weight)
-        # In bnlib's computing dtype (float32 for half input), on x's device.
-        mean = torch.from_numpy(cache.mean).to(x.device)
-        var = torch.from_numpy(cache.var).to(x.device)
+        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+        mean, var = _as_tensor(mean), _as_tensor(var)
         ctx.mark_non_differentiable(mean, var)
-        return _to_tensor(y, x), mean, var
+        return y, mean, var
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy, _dmean, _dvar):
-        x, weight = ctx.saved_tensors
-        cache = ctx.cache
-        need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
-        dy_np = _to_numpy(dy).astype(cache.x_hat.dtype, copy=False)
-        if need_dx:
-            dx, dgamma, dbeta = batchnorm_backward(dy_np, cache)
-        else:
-            dx = None
-            dgamma = _channel_sum(dy_np * cache.x_hat) if need_dweight else None
-            dbeta = _channel_sum(dy_np) if need_dbias else None
-        grad_x = _to_tensor(dx, x) if need_dx else None
-        grad_weight = _to_tensor(dgamma, weight) if need_dweight else None
-        grad_bias = _to_tensor(dbeta, weight) if need_dbias else None
-        return grad_x, grad_weight, grad_bias, None
+        return _train_backward(ctx, dy) + (None,)
+
+
+def _as_tensor(a):
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+
+
+def _train_forward(ctx, x, weight, bias, eps):
+    """The forward pass of the training Functions: ``(y, mean, var)``, the statistics as numpy
+    arrays (the core's ``cache.mean``, ``cache.var``) or, off the numpy path, tensors."""
+    x_np = _to_numpy(x)
+    channels = x.shape[1]
+    gamma = _to_numpy(weight) if weight is not None else np.ones(channels, x_np.dtype)
+    beta = _to_numpy(bias) if bias is not None else np.zeros(channels, x_np.dtype)
+    fmt = _channels_last_format(x)
+    try:
+        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
+            y_np, cache = batchnorm_forward(x_np, gamma, beta, eps=eps)
+    except ValueError:
+        # NaN/inf or an overflowing variance: the core refuses, torch propagates.
+        cache = None
+        with torch.no_grad():
+            y, mean, var = _train_formulas(x.detach(), weight, bias, eps)
+        if fmt is not None:
+            y = y.contiguous(memory_format=fmt)
+    else:
+        y = _like_input(y_np, x, fmt)
+        mean, var = cache.mean, cache.var
+    ctx.cache, ctx.eps, ctx.fmt = cache, eps, fmt
+    # x and weight: for the double backward, and for torch's version-counter check
+    # (modifying them in place between forward and backward raises, as with torch's BN).
+    ctx.save_for_backward(x, weight)
+    ctx.set_materialize_grads(False)  # no zero tensors for the statistics' (absent) gradients
+    return y, mean, var
+
+
+def _train_backward(ctx, dy):
+    """``(dx, dweight, dbias)`` of the training Functions."""
+    x, weight = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:3]
+    if dy is None:  # y itself got no gradient (only possible with set_materialize_grads(False))
+        return None, None, None
+    cache = ctx.cache
+    if torch.is_grad_enabled() or cache is None or not _numpy_can_run(dy):
+        # create_graph=True (differentiable gradient), non-finite forward, or a wrapped dy
+        grads = _train_gradients(dy, x, weight, ctx.eps, needs)
+    else:
+        grads = _numpy_train_gradients(dy, cache, x, weight, ctx.eps, needs)
+    if ctx.fmt is not None and grads[0] is not None:
+        grads = (grads[0].contiguous(memory_format=ctx.fmt),) + grads[1:]
+    return grads
+
+
+class _TrainAndUpdate(torch.autograd.Function):
+    """What the modules run in training on the numpy path: :class:`BatchNormFunction` and the
+    running-statistics update in one call, without handing the statistics over as tensors."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, running_mean, running_var, momentum):
+        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+        if running_mean is not None:
+            m = x.numel() // x.shape[1]
+            if isinstance(mean, torch.Tensor) or not running_mean.is_cpu:
+                _update_running_formulas(running_mean, running_var, _as_tensor(mean), _as_tensor(var), m, momentum)
+            else:
+                _update_running_numpy(running_mean, running_var, mean, var, m, momentum)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _train_backward(ctx, dy) + (None,) * 4
+
+
+def _numpy_train_gradients(dy, cache, x, weight, eps, needs):
+    """The core's backward pass; non-finite ``dy`` (refused by the core) goes to the torch formulas."""
+    dy_np = _to_numpy(dy)
+    try:
+        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
+            if needs[0]:
+                dx, dgamma, dbeta = batchnorm_backward(dy_np, cache)
+            else:
+                dx = None
+                x_hat = cache.x_hat
+                axes = (0,) + tuple(range(2, x_hat.ndim))
+                dy_np = dy_np.astype(x_hat.dtype, copy=False)
+                dgamma = (dy_np * x_hat).sum(axis=axes) if needs[1] else None
+                dbeta = dy_np.sum(axis=axes) if needs[2] else None
+                if not all(v is None or np.isfinite(v).all() for v in (dgamma, dbeta)):
+                    raise ValueError("non-finite gradient")
+    except ValueError:
+        with torch.no_grad():
+            return _train_gradients(dy.detach(), x.detach(), weight, eps, needs)
+    param_dtype = weight.dtype if weight is not None else x.dtype
+    return (
+        _from_numpy(dx, x.dtype) if needs[0] else None,
+        _from_numpy(np.asarray(dgamma), param_dtype) if needs[1] else None,
+        _from_numpy(np.asarray(dbeta), param_dtype) if needs[2] else None,
+    )
 
 
 class BatchNormInferenceFunction(torch.autograd.Function):
@@ -157,7 +361,7 @@ class BatchNormInferenceFunction(torch.autograd.Function):
 
     Parameters
     ----------
-    x : Tensor of shape (N, C) or (N, C, *spatial)
+    x : Tensor of shape (N, C) or (N, C, *spatial), on the CPU
         Any batch size, including 1.
     weight, bias : Tensor of shape (C,) or None
         ``None`` means ones and zeros and gets no gradient.
@@ -167,13 +371,14 @@ class BatchNormInferenceFunction(torch.autograd.Function):
 
     Returns
     -------
-    y : Tensor of the shape, dtype and device of ``x``
+    y : Tensor of the shape, dtype and memory format of ``x``
 
     Notes
     -----
     The forward pass is :func:`bnlib.batchnorm.batchnorm_inference`, the affine
-    map ``y = a x + b`` per channel with ``a = gamma / sqrt(running_var + eps)``.
-    Its backward pass, with sums over every axis but the channel axis:
+    map ``y = a x + b`` per channel with ``a = gamma / sqrt(running_var + eps)``
+    and ``b = beta - a * running_mean``. Its backward pass, with sums over every
+    axis but the channel axis:
 
     .. math::
 
@@ -185,6 +390,11 @@ class BatchNormInferenceFunction(torch.autograd.Function):
     ``batchnorm_inference(x, 1, 0, running_mean, running_var, eps)``. Unlike
     training mode, there is no term through the statistics: they do not depend
     on the batch.
+
+    As in :class:`BatchNormFunction`, values the core refuses (NaN/inf, a
+    negative ``running_var``, ``running_var + eps == 0``) are computed with the
+    same formulas in torch operations, which give NaN/inf as torch does, and a
+    backward pass with ``create_graph=True`` is differentiable.
 
     Examples
     --------
@@ -201,34 +411,76 @@ class BatchNormInferenceFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, eps):
         x_np = _to_numpy(x)
-        gamma = _to_numpy(weight) if weight is not None else _ones_like_channels(x_np)
-        beta = _to_numpy(bias) if bias is not None else _zeros_like_channels(x_np)
-        y = batchnorm_inference(x_np, gamma, beta, _to_numpy(running_mean), _to_numpy(running_var), eps=eps)
-        ctx.eps = eps
+        channels = x.shape[1]
+        gamma = _to_numpy(weight) if weight is not None else np.ones(channels, x_np.dtype)
+        beta = _to_numpy(bias) if bias is not None else np.zeros(channels, x_np.dtype)
+        fmt = _channels_last_format(x)
+        try:
+            with np.errstate(all="ignore"):
+                y_np = batchnorm_inference(
+                    x_np, gamma, beta, _to_numpy(running_mean), _to_numpy(running_var), eps=eps
+                )
+        except ValueError:  # NaN/inf, negative running_var: torch gives NaN/inf
+            with torch.no_grad():
+                y = _inference_formulas(x.detach(), weight, bias, running_mean, running_var, eps)
+            if fmt is not None:
+                y = y.contiguous(memory_format=fmt)
+        else:
+            y = _like_input(y_np, x, fmt)
+        ctx.eps, ctx.fmt = eps, fmt
         ctx.save_for_backward(x, weight, running_mean, running_var)
-        return _to_tensor(y, x)
+        return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
         x, weight, running_mean, running_var = ctx.saved_tensors
         need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
-        x_np = _to_numpy(x)
-        dy_np = _to_numpy(dy).astype(x_np.dtype, copy=False)
-        mean_np = _to_numpy(running_mean).astype(x_np.dtype, copy=False)
-        var_np = _to_numpy(running_var).astype(x_np.dtype, copy=False)
-        grad_x = grad_weight = grad_bias = None
-        if need_dx:
-            gamma = _to_numpy(weight).astype(x_np.dtype, copy=False) if weight is not None else 1.0
-            scale = gamma / np.sqrt(var_np + x_np.dtype.type(ctx.eps))
-            grad_x = _to_tensor(dy_np * _per_channel(np.asarray(scale, dtype=x_np.dtype), dy_np.ndim), x)
-        if need_dweight:
-            ones, zeros = _ones_like_channels(x_np), _zeros_like_channels(x_np)
-            x_hat = batchnorm_inference(x_np, ones, zeros, mean_np, var_np, eps=ctx.eps)
-            grad_weight = _to_tensor(_channel_sum(dy_np * x_hat), weight)
-        if need_dbias:
-            grad_bias = _to_tensor(_channel_sum(dy_np), weight)
-        return grad_x, grad_weight, grad_bias, None, None, None
+        eps, ndim = ctx.eps, x.dim()
+        if torch.is_grad_enabled() or not _numpy_can_run(dy):
+            # create_graph=True (a differentiable gradient) or a wrapped dy: torch operations
+            dtype = _compute_dtype(x)
+            a = torch.rsqrt(running_var.to(dtype) + eps)
+            grad_x = grad_w = grad_b = None
+            if need_dx:
+                scale = a if weight is None else a * weight.to(dtype)
+                grad_x = (dy.to(dtype) * _per_channel(scale, ndim)).to(x.dtype)
+            axes = _reduce_axes(x)
+            if need_dweight:
+                x_hat = (x.to(dtype) - _per_channel(running_mean.to(dtype), ndim)) * _per_channel(a, ndim)
+                grad_w = (dy.to(dtype) * x_hat).sum(axes).to(weight.dtype)
+            if need_dbias:
+                grad_b = dy.to(dtype).sum(axes).to(weight.dtype if weight is not None else x.dtype)
+        else:
+            grad_x, grad_w, grad_b = _numpy_inference_gradients(
+                dy, x, weight, running_mean, running_var, eps, ctx.needs_input_grad
+            )
+        if ctx.fmt is not None and grad_x is not None:
+            grad_x = grad_x.contiguous(memory_format=ctx.fmt)
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def _numpy_inference_gradients(dy, x, weight, running_mean, running_var, eps, needs):
+    """``a dy``, ``sum(dy x_hat)``, ``sum(dy)`` in numpy, in the computing dtype of ``x``."""
+    x_np = _to_numpy(x)
+    dtype = x_np.dtype
+    dy_np = _to_numpy(dy).astype(dtype, copy=False)
+    mean_np = _to_numpy(running_mean).astype(dtype, copy=False)
+    var_np = _to_numpy(running_var).astype(dtype, copy=False)
+    axes = (0,) + tuple(range(2, x_np.ndim))
+    shape = (1, -1) + (1,) * (x_np.ndim - 2)
+    param_dtype = weight.dtype if weight is not None else x.dtype
+    with np.errstate(all="ignore"):  # NaN/inf propagate, as in torch
+        inv_std = (1.0 / np.sqrt(var_np + dtype.type(eps))).astype(dtype, copy=False)
+        grad_x = grad_w = grad_b = None
+        if needs[0]:
+            scale = inv_std if weight is None else _to_numpy(weight).astype(dtype, copy=False) * inv_std
+            grad_x = _from_numpy(dy_np * scale.reshape(shape), x.dtype)
+        if needs[1]:
+            x_hat = (x_np - mean_np.reshape(shape)) * inv_std.reshape(shape)
+            grad_w = _from_numpy(np.asarray((dy_np * x_hat).sum(axis=axes)), param_dtype)
+        if needs[2]:
+            grad_b = _from_numpy(np.asarray(dy_np.sum(axis=axes)), param_dtype)
+    return grad_x, grad_w, grad_b
 
 
 # --------------------------------------------------------------------------- functional form
@@ -243,6 +495,34 @@ def _verify_batch_size(size):
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {size}"
         )
+
+
+def _type_name(dtype):
+    """torch's C++ name of a dtype, as in its error messages (``Long``, ``Byte``, ``ComplexFloat``)."""
+    name = torch.empty(0, dtype=dtype).type()  # e.g. "torch.LongTensor"
+    return name[len("torch."):-len("Tensor")]
+
+
+def _check_like_torch(input, running_mean, running_var, weight, bias, training):
+    """torch's kernel checks on a non-empty batch, in torch's order, types and words."""
+    channels = input.shape[1]
+    if running_mean is None and not training:
+        raise RuntimeError("running_mean must be defined in evaluation mode")
+    if running_var is None and not training:
+        raise RuntimeError("running_var must be defined in evaluation mode")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and t.numel() != channels:
+            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+    if input.dtype not in _FLOATS:
+        raise NotImplementedError(f'"batch_norm" not implemented for \'{_type_name(input.dtype)}\'')
+    params = [t for t in (weight, bias, running_mean, running_var) if t is not None]
+    if params and params[0].dtype != input.dtype:
+        # torch's CPU rule: half-precision input may use float32 parameters, nothing else mixes
+        if any(t.dtype != torch.float32 for t in params):
+            raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
+        if input.dtype not in _HALVES:
+            raise RuntimeError("mixed dtype (CPU): all inputs must share same datatype.")
 
 
 def batch_norm(
@@ -270,23 +550,31 @@ def batch_norm(
         ``False``: normalise with ``running_mean`` and ``running_var``.
     momentum : float, default 0.1
         Weight of the *new* batch in the running-statistics update (torch's
-        meaning; Keras and CS231n call ``1 - momentum`` the momentum). Must be
-        a number here: the modules turn ``momentum=None`` into
-        ``1 / num_batches_tracked`` before calling this function, as torch does.
+        meaning; Keras and CS231n call ``1 - momentum`` the momentum). Any
+        number, as in torch (values outside [0, 1] extrapolate). The modules
+        turn ``momentum=None`` into ``1 / num_batches_tracked`` before calling
+        this function, as torch does.
     eps : float, default 1e-5
         Added to the variance; must be positive in training, as in torch.
 
     Returns
     -------
-    Tensor of the shape, dtype and device of ``input``
+    Tensor of the shape, dtype and device of ``input``; channels-last input
+    gives channels-last output.
 
     Raises
     ------
-    ValueError
-        torch's errors, with torch's messages: one value per channel in
-        training, ``eps <= 0`` in training or ``eps < 0`` in eval. Also
-        ``bnlib``'s: non-finite values in ``input``, parameters of the wrong
-        shape.
+    ValueError, RuntimeError, NotImplementedError
+        torch's errors, with torch's types and messages: one value per channel
+        in training; ``eps <= 0`` in training or ``eps < 0`` in eval; only one
+        of the running statistics given in training; running statistics
+        missing in eval; a parameter or statistic without ``C`` elements
+        ("running_mean should contain 3 elements not 4"); an integer, bool or
+        complex input; a float64 input with float32 parameters or any other
+        mix torch's CPU kernel refuses ("mixed dtype (CPU): ...").
+    RuntimeError
+        Under ``torch.jit.trace`` (bnlib's own message: numpy is invisible to
+        the tracer; trace with ``torch.nn.BatchNorm*d``).
 
     Notes
     -----
@@ -299,6 +587,21 @@ def batch_norm(
     ``running = (1 - momentum) * running + momentum * batch``. Eval mode runs
     :class:`BatchNormInferenceFunction`.
 
+    **Empty batches** (no values at all) follow torch: the output is
+    ``input.clone() * weight[0] + bias[0]`` (empty, differentiable, zero
+    parameter gradients) and the running statistics are left alone.
+
+    **Which arithmetic runs.** bnlib's numpy functions run for plain CPU
+    tensors, which is every ordinary use. The same formulas are evaluated with
+    torch operations (in float64, float32 for half input, as the core sums)
+    when numpy cannot take part: under ``torch.func`` transforms (``vmap``,
+    ``grad``, ``jacrev``, ``jvp``: numpy cannot see batched or
+    gradient-tracking tensors), for tensors on other devices (meta, GPU) or of
+    tensor subclasses, for values the core refuses (NaN/inf: torch propagates
+    them), and for the gradient itself when ``create_graph=True``. Under
+    ``torch.compile`` this function is excluded from the graph (a graph break)
+    and runs eagerly, so compiled models compute with numpy too.
+
     Examples
     --------
     >>> import torch
@@ -310,40 +613,85 @@ def batch_norm(
     >>> rm.tolist(), rv.tolist()  # unbiased batch variance is 2
     ([1.0], [1.5])
     """
+    if torch.compiler.is_compiling():
+        return _batch_norm_eager(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps):
+    if torch._C._get_tracing_state() is not None:
+        raise RuntimeError(
+            "bnlib.nn's batch norm computes in numpy, which torch.jit.trace cannot record "
+            "(the trace would hold this batch's numbers as constants). Trace or export a model "
+            "with torch.nn.BatchNorm1d/2d/3d instead: it loads bnlib's state_dict unchanged."
+        )
+    size = input.size()
     if training:
-        _verify_batch_size(input.size())
+        _verify_batch_size(size)
         if eps <= 0.0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+        if (running_mean is None) != (running_var is None):
+            raise ValueError("running_mean and running_var must either both be None or neither be None")
     elif eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
 
-    if not training:
-        if running_mean is None or running_var is None:
-            # torch's exception type and wording, plus the fix
-            raise RuntimeError(
-                "running_mean must be defined in evaluation mode (training=False); "
-                "pass running_mean and running_var, or training=True to normalise "
-                "with batch statistics"
-            )
-        return BatchNormInferenceFunction.apply(input, weight, bias, running_mean, running_var, eps)
+    if input.numel() == 0:
+        # torch's empty-batch result, by torch's own operations (raises for C = 0, as in torch)
+        out = input.clone()
+        if weight is not None:
+            out = out * weight.select(0, 0)
+        if bias is not None:
+            out = out + bias.select(0, 0)
+        return out
 
-    y, batch_mean, batch_var = BatchNormFunction.apply(input, weight, bias, eps)
-    if running_mean is not None and running_var is not None:
-        new_mean, new_var = update_running_stats(
-            _to_numpy(running_mean),
-            _to_numpy(running_var),
-            _to_numpy(batch_mean),
-            _to_numpy(batch_var),
-            int(input.numel() // input.size(1)),
-            momentum=momentum,
-        )
-        with torch.no_grad():
-            running_mean.copy_(torch.from_numpy(new_mean))
-            running_var.copy_(torch.from_numpy(new_var))
+    _check_like_torch(input, running_mean, running_var, weight, bias, training)
+    numpy_path = _numpy_can_run(input)
+
+    if not training:
+        if numpy_path:
+            return BatchNormInferenceFunction.apply(input, weight, bias, running_mean, running_var, eps)
+        return _inference_formulas(input, weight, bias, running_mean, running_var, eps)
+
+    if numpy_path:
+        return _TrainAndUpdate.apply(input, weight, bias, eps, running_mean, running_var, momentum)
+    y, batch_mean, batch_var = _train_formulas(input, weight, bias, eps)
+    if running_mean is not None:
+        m = input.numel() // size[1]
+        _update_running_formulas(running_mean, running_var, batch_mean, batch_var, m, momentum)
     return y
 
 
+_batch_norm_eager = torch.compiler.disable(
+    _batch_norm,
+    reason="bnlib.nn computes batch norm with numpy, which runs eagerly: compile without "
+    "fullgraph=True (one graph break per bnlib BN layer), or use torch.nn.BatchNorm*d",
+)
+
+
+def _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, momentum):
+    """:func:`bnlib.batchnorm.update_running_stats` (numpy statistics), written into the buffers in place."""
+    try:
+        with np.errstate(all="ignore"):
+            new_mean, new_var = update_running_stats(
+                _to_numpy(running_mean), _to_numpy(running_var), batch_mean, batch_var, m, momentum=momentum
+            )
+    except (ValueError, TypeError):
+        # NaN statistics, a negative running variance, a momentum outside [0, 1]: the core
+        # refuses, torch computes
+        _update_running_formulas(
+            running_mean, running_var, torch.from_numpy(batch_mean), torch.from_numpy(batch_var), m, momentum
+        )
+        return
+    # called from Function.forward, where gradients are off
+    running_mean.copy_(torch.from_numpy(new_mean))
+    running_var.copy_(torch.from_numpy(new_var))
+
+
 # --------------------------------------------------------------------------- modules
+
+
+def _convert_sync_code():
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm.__func__.__code__
 
 
 class _BnlibForward:
@@ -385,6 +733,41 @@ class _BnlibForward:
             self.eps,
         )
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling.
+        raise RuntimeError(
+            f"bnlib.nn.{type(self).__name__} cannot be compiled by TorchScript: its forward and "
+            "backward passes run bnlib's numpy code, which TorchScript cannot compile. Script a "
+            f"model with torch.nn.{type(self).__name__} instead (it loads this module's "
+            "state_dict unchanged), or use torch.compile, which runs bnlib.nn."
+        )
+
+    # torch.nn.SyncBatchNorm.convert_sync_batchnorm would replace this module by torch's
+    # SyncBatchNorm (bnlib's arithmetic silently gone). It asks hasattr(module, "qconfig")
+    # after building the replacement: that question, from that function, raises.
+    @property
+    def qconfig(self):
+        if sys._getframe(1).f_code is _convert_sync_code():
+            raise TypeError(
+                f"torch.nn.SyncBatchNorm.convert_sync_batchnorm would replace bnlib.nn."
+                f"{type(self).__name__} by torch's SyncBatchNorm, silently dropping bnlib's "
+                "arithmetic. Use bnlib.nn.SyncBatchNorm.convert_sync_batchnorm(model), or "
+                "replace the layer by torch.nn.BatchNorm*d first. (torch converts modules in "
+                "order: layers before this one may already have been replaced.)"
+            )
+        try:
+            return self.__dict__["_bnlib_qconfig"]
+        except KeyError:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'qconfig'") from None
+
+    @qconfig.setter
+    def qconfig(self, value):
+        self.__dict__["_bnlib_qconfig"] = value
+
+    @qconfig.deleter
+    def qconfig(self):
+        self.__dict__.pop("_bnlib_qconfig", None)
+
 
 _SHARED_DOC = """
     Parameters
@@ -411,14 +794,19 @@ _SHARED_DOC = """
 
     Notes
     -----
-    **Conventions are torch's**, so this module is a drop-in replacement for
-    ``torch.nn.{name}`` (it subclasses it): the same constructor, parameters,
-    buffers, ``state_dict`` keys (``load_state_dict`` works both ways),
-    ``repr``, ``reset_parameters()``, ``reset_running_stats()`` and input
-    checks ({dims}). In training, the batch mean and *biased* batch variance
-    normalise; the running variance stores the *unbiased* one; the counter
-    ``num_batches_tracked`` is incremented. In eval mode, the running
-    statistics normalise.
+    **Conventions and semantics are torch's**, so this module is a drop-in
+    replacement for ``torch.nn.{name}`` (it subclasses it): the same
+    constructor, parameters, buffers, ``state_dict`` keys (``load_state_dict``
+    works both ways), ``repr``, ``reset_parameters()``,
+    ``reset_running_stats()`` and input checks ({dims}). In training, the
+    batch mean and *biased* batch variance normalise; the running variance
+    stores the *unbiased* one; the counter ``num_batches_tracked`` is
+    incremented (also for an empty batch, which leaves the statistics alone).
+    In eval mode, the running statistics normalise. Errors, NaN/inf
+    propagation, memory format, second derivatives, ``torch.func``
+    (``vmap``, ``grad``, ``jacrev``, ``functional_call``), ``torch.compile``
+    (backends ``eager``, ``aot_eager`` and ``inductor``) and the meta device
+    behave as with torch's module.
 
     **The arithmetic is bnlib's**: :meth:`forward` calls
     :func:`bnlib.nn.batch_norm`, which computes forward and backward with
@@ -428,10 +816,39 @@ _SHARED_DOC = """
     :func:`~bnlib.batchnorm.update_running_stats` in numpy, never torch's
     ``batch_norm`` kernel.
 
-    Differences from torch: no double backward; non-finite inputs or upstream
-    gradients raise ``ValueError`` instead of propagating NaN; tensors on an
-    accelerator make a round trip through CPU memory; half precision is
-    computed in float32.
+    **Differences from torch's module that remain:**
+
+    - Where numpy cannot run, the same formulas run as torch operations (see
+      :func:`bnlib.nn.batch_norm`, "Which arithmetic runs"): under
+      ``torch.func`` transforms, on non-CPU devices, for non-finite values
+      and for gradients taken with ``create_graph=True``. Results agree with
+      torch's to rounding, not bit for bit.
+    - Half precision (float16, bfloat16) is computed in float32 and rounded
+      once, and float32 sums accumulate in float64: results can differ from
+      torch's in the last bits.
+    - Tensors on an accelerator are computed with torch operations (no
+      numpy); torch's cuDNN/fused kernels are never used. (Not tested here:
+      the book's machines have no GPU.)
+    - ``vmap`` over a module that updates running statistics in training
+      raises, as torch's does, but with functorch's generic in-place message
+      rather than torch's BatchNorm-specific one.
+    - ``torch.jit.script`` and ``torch.jit.trace`` (hence TorchScript-based
+      ONNX export) raise a ``RuntimeError`` naming the alternative (torch's
+      module, which loads this module's ``state_dict``).
+    - ``torch.compile`` breaks the graph at each of these layers (numpy runs
+      eagerly between compiled pieces): correct, but not fused, and
+      ``fullgraph=True`` raises (the message says why). ``torch.export``
+      records the formulas as torch operations (bnlib's, not torch's kernel).
+    - ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` raises a
+      ``TypeError`` instead of swapping this module for torch's
+      ``SyncBatchNorm``; use ``bnlib.nn.SyncBatchNorm.convert_sync_batchnorm``.
+    - Calling :class:`BatchNormFunction` directly inside ``torch.func``
+      transforms raises torch's ``setup_context`` error (the modules and
+      :func:`batch_norm` handle transforms themselves).
+    - Python-level overhead: at small batches a call costs more than torch's
+      fused kernel (an ``autograd.Function`` round trip alone costs about as
+      much as torch's whole BN at (60, 100)); ``benchmarks/bench_batchnorm.py``
+      measures it.
 """
 
 
