@@ -222,3 +222,22 @@ def test_decorrelated_bn_group_size_1_is_batchnorm():
     y = bnn.DecorrelatedBatchNorm(3, group_size=1, dtype=torch.float64)(x)
     ref = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
     assert rel(y, ref) <= 1e-12
+
+
+def test_iternorm_converges_to_zca_and_trains_on_tiny_batches():
+    torch.manual_seed(2)
+    x = torch.randn(50, 4, dtype=torch.float64) @ (torch.eye(4, dtype=torch.float64) + 0.3)
+    exact = bnn.DecorrelatedBatchNorm(4, group_size=4, affine=False, dtype=torch.float64)
+    newton = bnn.DecorrelatedBatchNorm(4, group_size=4, affine=False, dtype=torch.float64, iterations=10)
+    assert rel(newton(x), exact(x)) <= 1e-10
+    assert rel(newton(x), torch.from_numpy(bnlib.zca_whiten(x.numpy()))) <= 1e-10
+    five = bnn.DecorrelatedBatchNorm(4, group_size=4, affine=False, dtype=torch.float64, iterations=5)
+    assert 1e-6 < rel(five(x), exact(x)) < 0.5  # five iterations: approximate
+    # a batch of 2 for a group of 16 channels: Sigma is singular, the gradient stays finite
+    layer = bnn.DecorrelatedBatchNorm(16, group_size=16, iterations=5)
+    xs = torch.randn(2, 16, requires_grad=True)
+    layer(xs).pow(2).sum().backward()
+    assert torch.isfinite(xs.grad).all() and torch.isfinite(layer.weight.grad).all()
+    assert torch.autograd.gradcheck(
+        bnn.DecorrelatedBatchNorm(4, group_size=2, dtype=torch.float64, iterations=3),
+        (torch.randn(6, 4, dtype=torch.float64, requires_grad=True),), eps=1e-6, atol=1e-7)

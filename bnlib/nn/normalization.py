@@ -315,6 +315,13 @@ class DecorrelatedBatchNorm(torch.nn.Module):
         Weight of the new batch in the running mean and running whitening matrix.
     affine : bool, default True
         A per-channel scale and shift after the whitening (the representation recovery).
+    iterations : int, optional
+        ``None`` (default): the eigendecomposition, exact ZCA (Huang et al., 2018). An int
+        ``T``: IterNorm (Huang et al., 2019), ``T`` Newton iterations towards
+        ``(Sigma + eps I)^(-1/2)`` instead, only matrix products: stable when the batch has
+        fewer values than the group has channels (``Sigma`` singular, repeated eigenvalues,
+        where the eigendecomposition's gradient divides by zero), and an approximate
+        whitening for small ``T`` (the paper uses 5).
 
     Notes
     -----
@@ -324,10 +331,21 @@ class DecorrelatedBatchNorm(torch.nn.Module):
     :func:`bnlib.zca_whiten`. Autograd differentiates through ``torch.linalg.eigh``. Eval
     mode uses the running mean and running ``W``. One eigendecomposition of a
     ``group_size``-square matrix per group and step: the cost the paper's grouping bounds.
+
+    IterNorm: with ``S = (Sigma + eps I) / tr(Sigma + eps I)``, ``P_0 = I`` and
+    ``P_k = (3 P_{k-1} - P_{k-1}^3 S) / 2``, ``W = P_T / sqrt(tr(Sigma + eps I))``; ``P_k``
+    converges to ``S^(-1/2)`` because the eigenvalues of ``S`` lie in ``(0, 1]``. This uncoupled
+    iteration amplifies rounding errors once converged, so many more iterations than needed
+    (tens, for a well-conditioned ``S``) drift away again; the paper uses 5.
     """
 
-    def __init__(self, num_features, group_size=16, eps=1e-5, momentum=0.1, affine=True, device=None, dtype=None):
+    def __init__(self, num_features, group_size=16, eps=1e-5, momentum=0.1, affine=True, device=None, dtype=None,
+                 *, iterations=None):
         super().__init__()
+        if iterations is not None and (isinstance(iterations, bool) or int(iterations) != iterations
+                                       or iterations < 1):
+            raise ValueError(f"iterations must be None (eigendecomposition) or a positive int, got {iterations!r}")
+        self.iterations = iterations
         if group_size < 1 or num_features % group_size:
             raise ValueError(f"num_features ({num_features}) must be a multiple of group_size ({group_size})")
         self.num_features, self.group_size = num_features, group_size
@@ -345,7 +363,8 @@ class DecorrelatedBatchNorm(torch.nn.Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, group_size={self.group_size}, eps={self.eps}, "
-                f"momentum={self.momentum}, affine={self.affine}")
+                f"momentum={self.momentum}, affine={self.affine}"
+                + ("" if self.iterations is None else f", iterations={self.iterations}"))
 
     def _grouped(self, x):
         """``x`` as ``(G, group_size, m)``: each group's channels by their ``m`` values."""
@@ -366,9 +385,16 @@ class DecorrelatedBatchNorm(torch.nn.Module):
         xc = xg - mean
         eye = torch.eye(self.group_size, dtype=x.dtype, device=x.device)
         cov = xc @ xc.transpose(1, 2) / m + self.eps * eye  # Sigma + eps I
-        lam, u = torch.linalg.eigh(cov)
-        w = u @ torch.diag_embed(lam.rsqrt()) @ u.transpose(1, 2)  # U diag(lam^-1/2) U^T
-        return mean, w
+        if self.iterations is None:
+            lam, u = torch.linalg.eigh(cov)
+            w = u @ torch.diag_embed(lam.rsqrt()) @ u.transpose(1, 2)  # U diag(lam^-1/2) U^T
+            return mean, w
+        trace = cov.diagonal(dim1=1, dim2=2).sum(-1).reshape(-1, 1, 1)
+        s = cov / trace  # eigenvalues in (0, 1]
+        p = eye.expand_as(cov)
+        for _ in range(self.iterations):  # P_k = (3 P - P^3 S) / 2
+            p = 1.5 * p - 0.5 * (p @ p @ p @ s)
+        return mean, p / trace.sqrt()
 
     def forward(self, input):
         xg = self._grouped(input)
