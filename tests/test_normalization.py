@@ -226,3 +226,47 @@ def test_batchrenorm_bad_input():
     _, cache = bnlib.batchrenorm_forward(x, g, b, rm, rv)
     with pytest.raises(ValueError, match="same shape"):
         bnlib.batchrenorm_backward(dy[:2], cache)
+
+
+# --------------------------------------------------------------------------- the chapter's self-checks
+
+
+def _my_layernorm(x, gamma, beta, eps=1e-5):
+    axes = tuple(range(1, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def _my_groupnorm(x, num_groups, gamma, beta, eps=1e-5):
+    n = x.shape[0]
+    xg = x.reshape(n, num_groups, -1)
+    mu = xg.mean(axis=-1, keepdims=True)
+    var = ((xg - mu) ** 2).mean(axis=-1, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return ((xg - mu) / np.sqrt(var + eps)).reshape(x.shape) * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def test_family_self_checks_pass_a_correct_answer_and_fail_wrong_ones():
+    from bnlib import checks
+
+    assert checks.check_layernorm_forward(_my_layernorm, verbose=False)
+    assert checks.check_groupnorm_forward(_my_groupnorm, verbose=False)
+    # statistics over the batch axis (BN's area) instead of the sample's: fails
+    wrong_area = checks.check_layernorm_forward(
+        lambda x, g, b, eps: (x - x.mean(0)) / np.sqrt(x.var(0) + eps) * g + b, verbose=False)
+    assert not wrong_area and "check_layernorm_forward: case" in wrong_area.message
+    # one group whatever num_groups says: fails on the first case (2 groups)
+    one_group = checks.check_groupnorm_forward(lambda x, G, g, b, eps: _my_groupnorm(x, 1, g, b, eps),
+                                               verbose=False)
+    assert not one_group and "case 1 of 4" in one_group.message
+
+
+def test_family_self_checks_report_a_placeholder():
+    from bnlib import checks
+
+    def placeholder(x, num_groups, gamma, beta, eps=1e-5):
+        raise NotImplementedError  # your code here
+
+    result = checks.check_groupnorm_forward(placeholder, verbose=False)
+    assert not result and "not written yet" in result.message
