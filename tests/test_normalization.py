@@ -73,6 +73,7 @@ def test_groupnorm_extremes_are_layer_and_instance_norm():
 
 
 def _numeric_check(forward, backward, x, gamma, beta, dy):
+    """Every gradient against central differences (h = 1e-4: below it, rounding dominates)."""
     _, cache = forward(x, gamma, beta)
     dx, dg, db = backward(dy, cache)
     for arr, grad, which in ((x, dx, 0), (gamma, dg, 1), (beta, db, 2)):
@@ -80,18 +81,32 @@ def _numeric_check(forward, backward, x, gamma, beta, dy):
             args = [x, gamma, beta]
             args[which] = v
             return forward(*args)[0]
-        assert relative_error(grad, numerical_gradient(f, arr.copy(), dy)) <= 1e-7
+        assert relative_error(grad, numerical_gradient(f, arr.copy(), dy, h=1e-4)) <= 1e-7
 
 
-@pytest.mark.parametrize("method", ["layer", "instance", "group"])
-def test_central_differences(method):
-    shape = (3, 4, 5)
+@pytest.mark.parametrize(("method", "shape"), [(m, s) for m in ("layer", "instance", "group") for s in SHAPES
+                                               if m != "instance" or len(s) > 2])  # IN needs space
+def test_central_differences(method, shape):
     pshape = shape[1:] if method == "layer" else shape[1]
     x, g, b, dy = _data(shape, pshape, seed=3)
     fwd = {"layer": bnlib.layernorm_forward, "instance": bnlib.instancenorm_forward,
            "group": lambda x, g, b: bnlib.groupnorm_forward(x, 2, g, b)}[method]
     bwd = getattr(bnlib, f"{method}norm_backward")
     _numeric_check(fwd, bwd, x, g, b, dy)
+
+
+def test_batchrenorm_central_differences_with_r_and_d_fixed():
+    """With r and d fixed at the values of the forward pass, the gradient is the derivative."""
+    x, g, b, rm, rv, dy = _brn_data((5, 4, 3))
+    _, cache = bnlib.batchrenorm_forward(x, g, b, rm, rv, r_max=1.2, d_max=0.1)
+    dx, _, _ = bnlib.batchrenorm_backward(dy, cache)
+    r, d = cache.r.reshape(1, -1, 1), cache.d.reshape(1, -1, 1)
+
+    def fixed(v):  # batch renormalization with r and d frozen
+        x_hat = bnlib.batchnorm_forward(v, np.ones(4), np.zeros(4))[0] * r + d
+        return g.reshape(1, -1, 1) * x_hat + b.reshape(1, -1, 1)
+
+    assert relative_error(dx, numerical_gradient(fixed, x.copy(), dy, h=1e-4)) <= 1e-7
 
 
 def test_float32_stays_float32_and_arguments_untouched():
