@@ -81,10 +81,10 @@ def strip_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def student_notebook(chapter: Path) -> nbformat.NotebookNode:
-    nb = strip_solutions(jupytext.read(chapter))
-    nb.metadata.pop("jupytext", None)  # a plain notebook, not paired with the chapter's source
-    nb.metadata["bnlib"] = {"student_version_of": chapter.name}
-    return nb
+    """The chapter without its solutions, as a plain notebook (scripts/make_notebooks.py's edition)."""
+    import make_notebooks
+
+    return make_notebooks.student_notebook(chapter, nb=strip_solutions(jupytext.read(chapter)))
 
 
 def write_student_notebooks(out_dir: Path, chapters: list[Path] | None = None) -> list[Path]:
