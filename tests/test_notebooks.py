@@ -164,7 +164,7 @@ def test_every_number_the_website_shows_is_in_the_notebook(book, edition, chapte
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=IDS)
 def test_every_caption_is_in_the_notebook_with_the_website_number(book, edition, chapter):
     captions = re.findall(
-        r'<span class="caption-number">Fig\. ([\d.]+) </span><span class="caption-text">(.*?)</span>\s*</p>\s*</figcaption>',
+        r'<span class="caption-number">Fig\. ([\d.]+) </span><span class="caption-text">(.*?)</p>\s*</figcaption>',
         page(book, chapter), re.S)
     n_captioned = sum(1 for c in jupytext.read(chapter).cells if c.metadata.get("mystnb", {}).get("figure", {}).get("caption"))
     assert len(captions) == n_captioned, f"{chapter.stem}: {len(captions)} figure captions on the page, {n_captioned} in the source"
@@ -172,7 +172,9 @@ def test_every_caption_is_in_the_notebook_with_the_website_number(book, edition,
              for m in [re.match(r"\*\*Figure ([\d.]+)\.\*\* (.*)", c.source, re.S)] if m}
     for number, caption in captions:
         assert number in cells, f"{chapter.stem}: no caption cell for Figure {number}"
-        assert words(cells[number]) == words(plain(caption)), f"{chapter.stem}: Figure {number}'s caption differs"
+        # a reference inside a caption reads "Fig. 2.1" on the site, "Figure 2.1" in the notebook
+        assert words(cells[number].replace("Figure ", "Fig. ")) == words(plain(caption)), (
+            f"{chapter.stem}: Figure {number}'s caption differs")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=IDS)

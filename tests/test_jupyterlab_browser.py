@@ -1,0 +1,153 @@
+"""The notebook edition in a real front end: JupyterLab (from PyPI) in headless Chromium.
+
+A JupyterLab server is started on a free localhost port with one launch notebook and one student
+notebook; Chromium opens each, and the text JupyterLab renders must show the numbers the website
+shows (no ``{glue`` placeholder), the figure captions, and neither the install cell's code nor a
+solution (both collapsed). Skipped, with the reason, only where Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import jupytext
+import pytest
+
+from conftest import ROOT, chromium_driver, load_script
+
+CHAPTER = ROOT / "chapters" / "04_batch_normalization.md"
+TOKEN = "bnlib-test-token"
+STARTUP_TIMEOUT = 60  # seconds; JupyterLab starts in a few seconds when the machine is idle
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_dir(path):
+    """JupyterLab user settings: every cell rendered (no windowing), no news or update checks."""
+    for name, value in {
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    }.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(json.dumps(value))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 serving a folder with chapter 4's two notebooks."""
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copy(CHAPTER.with_suffix(".ipynb"), root / "launch.ipynb")
+    make_student = load_script("make_student")
+    import nbformat
+
+    nbformat.write(make_student.student_notebook(CHAPTER), root / "student.ipynb")
+    home = tmp_path_factory.mktemp("lab_home")
+    port = free_port()
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings_dir(home / "settings")),
+               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), JUPYTER_RUNTIME_DIR=str(home / "runtime"))
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+           f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={TOKEN}", "--ServerApp.port_retries=0"]
+    log = open(home / "lab.log", "w")
+    server = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not start: {(home / 'lab.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium_driver(extra_flags=["--window-size=1280,2000"], prefix="bnlib-lab-") as driver:
+        yield driver
+
+
+def expected_numbers(chapter):
+    """The numbers the website shows in the chapter's prose outside the solutions, as formatted there."""
+    make_notebooks = load_script("make_notebooks")
+    glue = make_notebooks.chapter_glue(chapter)
+    text = re.sub(r"^```\{solution-start\}.*?^```\{solution-end\}\n```", "", chapter.read_text(), flags=re.M | re.S)
+    prose = "\n".join(c.source for c in jupytext.reads(text, fmt="md:myst").cells if c.cell_type == "markdown")
+    values = []
+    for content in re.findall(r"\{glue:text\}`([^`]+)`", prose):
+        key, _, spec = content.rpartition(":") if ":" in content else (content, "", "s")
+        values.append(make_notebooks.format_plain_text(glue[key]["text/plain"], spec))
+    return values
+
+
+def rendered_text(driver, url, name, timeout=45):
+    """The text JupyterLab shows for notebook ``name`` once its markdown is rendered."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{url}/lab/tree/{name}?token={TOKEN}")
+    selector = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+
+    def ready(d):  # rendered by JupyterLab's markdown renderer or jupyterlab-myst's
+        cells = d.find_elements(By.CSS_SELECTOR, f"{selector} .jp-MarkdownCell.jp-mod-rendered")
+        shown = d.execute_script("var n = document.querySelector(arguments[0]); return n ? n.innerText : ''", selector)
+        return len(cells) > 20 and "4.2. Algorithm 1, one step at a time" in shown and "Figure 4.4." in shown
+
+    WebDriverWait(driver, timeout).until(ready)
+    time.sleep(1.0)  # let the last cells and the maths settle
+    everything = driver.execute_script("return document.querySelector(arguments[0]).innerText", selector)
+    prose = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' .jp-MarkdownCell'), c => c.innerText).join('\\n')",
+        selector)
+    return everything, prose
+
+
+def check_page(shown, numbers, edition):
+    text, prose = shown
+    assert "{glue" not in prose and "{numref" not in prose and "{cite" not in prose, f"{edition}: MyST shows as raw text"
+    missing = sorted({n for n in numbers if n not in prose})
+    assert not missing, f"{edition} in JupyterLab lacks the website's numbers {missing[:10]}"
+    assert "Figure 4.1." in text and "4.2. Algorithm 1, one step at a time" in text
+    assert "Ioffe and Szegedy (2015)" in text
+    assert "REPOSITORY =" not in text, f"{edition}: the install cell's code is not collapsed"
+
+
+def test_launch_notebook_in_jupyterlab(lab, browser):
+    numbers = expected_numbers(CHAPTER)
+    assert len(numbers) >= 20
+    shown = rendered_text(browser, lab, "launch.ipynb")
+    check_page(shown, numbers, "the launch notebook")
+    text = shown[0]
+    assert "Solutions" in text and "Exercise 4.1" in text
+    assert "tuple(range(2, x.ndim))" not in text, "a solution's code shows before the reader expands it"
+
+
+def test_student_notebook_in_jupyterlab(lab, browser):
+    shown = rendered_text(browser, lab, "student.ipynb")
+    check_page(shown, expected_numbers(CHAPTER), "the student notebook")
+    text = shown[0]
+    assert "Exercise 4.1" in text and "Solution" not in text
