@@ -40,8 +40,7 @@ from jupytext.config import load_jupytext_config
 ROOT = Path(__file__).resolve().parents[1]
 
 # What JupyterLab writes into a notebook's metadata when ipykernel's python3 kernel starts, in its
-# key order
-# (tests/test_notebooks.py checks it against the installed kernel's spec).
+# key order (jupytext keeps the order; tests/test_notebooks.py checks it against the kernel's spec).
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 INSTALL_TAG = "remove-cell"
 

@@ -417,19 +417,16 @@ def execute_chapter(chapter: Path, cache_dir: Path | None = None):
     The executed notebook goes into the execution cache, as myst-nb would store it, so that
     neither the next ``make notebooks`` nor ``make book`` runs the same code again.
     """
-    import nbclient
     from jupyter_cache.base import CacheBundleIn
+    from jupyter_cache.executors.utils import single_nb_execution
 
     nb = build_notebook(chapter)
-    start = time.perf_counter()
-    client = nbclient.NotebookClient(
-        nb, timeout=EXECUTION_TIMEOUT, kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
-        resources={"metadata": {"path": str(chapter.parent)}},
-    )
-    client.execute()
-    seconds = time.perf_counter() - start
+    # as myst-nb runs it (no timing metadata in the cells, which would change the cache's hash)
+    result = single_nb_execution(nb, cwd=str(chapter.parent), timeout=EXECUTION_TIMEOUT, allow_errors=False)
+    if result.err is not None:
+        raise ConversionError(f"{chapter.name}: executing it failed:\n{result.exc_string}")
     execution_cache(cache_dir).cache_notebook_bundle(
-        CacheBundleIn(nb, str(chapter), data={"execution_seconds": seconds}), check_validity=False, overwrite=True)
+        CacheBundleIn(nb, str(chapter), data={"execution_seconds": result.time}), check_validity=False, overwrite=True)
     return nb
 
 

@@ -46,7 +46,18 @@ def settings_dir(path):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def website(book):
+    """The session's book build (make test builds it once for all tests); its execution cache
+    gives the student notebook its numbers, its chapter page the numbers to look for."""
+    assert book.returncode == 0, book.log[-3000:]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BNLIB_JUPYTER_CACHE", str(book.html.parent / ".jupyter_cache"))
+    yield book
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def lab(website, tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 serving a folder with chapter 4's two notebooks."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(CHAPTER.with_suffix(".ipynb"), root / "launch.ipynb")
@@ -91,7 +102,7 @@ def browser():
         yield driver
 
 
-def expected_numbers(chapter):
+def expected_numbers(chapter, website):
     """The numbers the website shows in the chapter's prose outside the solutions, as formatted there."""
     make_notebooks = load_script("make_notebooks")
     glue = make_notebooks.chapter_glue(chapter)
@@ -101,6 +112,9 @@ def expected_numbers(chapter):
     for content in re.findall(r"\{glue:text\}`([^`]+)`", prose):
         key, _, spec = content.rpartition(":") if ":" in content else (content, "", "s")
         values.append(make_notebooks.format_plain_text(glue[key]["text/plain"], spec))
+    page = (website.html / chapter.relative_to(ROOT).with_suffix(".html")).read_text(encoding="utf-8")
+    on_site = set(re.findall(r'<span class="pasted-text">([^<]*)</span>', page))
+    assert set(values) <= on_site, f"not on the website: {sorted(set(values) - on_site)[:5]}"
     return values
 
 
@@ -136,8 +150,8 @@ def check_page(shown, numbers, edition):
     assert "REPOSITORY =" not in text, f"{edition}: the install cell's code is not collapsed"
 
 
-def test_launch_notebook_in_jupyterlab(lab, browser):
-    numbers = expected_numbers(CHAPTER)
+def test_launch_notebook_in_jupyterlab(browser, lab, website):
+    numbers = expected_numbers(CHAPTER, website)
     assert len(numbers) >= 20
     shown = rendered_text(browser, lab, "launch.ipynb")
     check_page(shown, numbers, "the launch notebook")
@@ -146,8 +160,8 @@ def test_launch_notebook_in_jupyterlab(lab, browser):
     assert "tuple(range(2, x.ndim))" not in text, "a solution's code shows before the reader expands it"
 
 
-def test_student_notebook_in_jupyterlab(lab, browser):
+def test_student_notebook_in_jupyterlab(browser, lab, website):
     shown = rendered_text(browser, lab, "student.ipynb")
-    check_page(shown, expected_numbers(CHAPTER), "the student notebook")
+    check_page(shown, expected_numbers(CHAPTER, website), "the student notebook")
     text = shown[0]
     assert "Exercise 4.1" in text and "Solution" not in text
