@@ -3,7 +3,9 @@
 A JupyterLab server is started on a free localhost port with one launch notebook and one student
 notebook; Chromium opens each, and the text JupyterLab renders must show the numbers the website
 shows (no ``{glue`` placeholder), the figure captions, and neither the install cell's code nor a
-solution (both collapsed). Skipped, with the reason, only where Chromium is missing.
+solution (both collapsed). A chapter's ``.md`` source opened there as a notebook (jupytext), with its
+kernel started and saved with Ctrl+S, keeps every byte. Skipped, with the reason, only where
+Chromium is missing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def settings_dir(path):
     for name, value in {
         "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
         "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+        # a chapter .md opens as a notebook through jupytext, as "Open With > Jupytext Notebook" does
+        "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {
+            "defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}},
     }.items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(json.dumps(value))
@@ -65,6 +70,9 @@ def lab(website, tmp_path_factory):
     import nbformat
 
     nbformat.write(make_student.student_notebook(CHAPTER), root / "student.ipynb")
+    (root / "chapters").mkdir()
+    shutil.copy(CHAPTER, root / "chapters" / CHAPTER.name)  # a source, with the repository's jupytext.toml
+    shutil.copy(ROOT / "jupytext.toml", root / "jupytext.toml")
     home = tmp_path_factory.mktemp("lab_home")
     port = free_port()
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings_dir(home / "settings")),
@@ -86,7 +94,7 @@ def lab(website, tmp_path_factory):
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"JupyterLab did not start: {(home / 'lab.log').read_text()[-2000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, root
     finally:
         server.terminate()
         try:
@@ -153,7 +161,7 @@ def check_page(shown, numbers, edition):
 def test_launch_notebook_in_jupyterlab(browser, lab, website):
     numbers = expected_numbers(CHAPTER, website)
     assert len(numbers) >= 20
-    shown = rendered_text(browser, lab, "launch.ipynb")
+    shown = rendered_text(browser, lab[0], "launch.ipynb")
     check_page(shown, numbers, "the launch notebook")
     text = shown[0]
     assert "Solutions" in text and "Exercise 4.1" in text
@@ -161,7 +169,34 @@ def test_launch_notebook_in_jupyterlab(browser, lab, website):
 
 
 def test_student_notebook_in_jupyterlab(browser, lab, website):
-    shown = rendered_text(browser, lab, "student.ipynb")
+    shown = rendered_text(browser, lab[0], "student.ipynb")
     check_page(shown, expected_numbers(CHAPTER, website), "the student notebook")
     text = shown[0]
     assert "Exercise 4.1" in text and "Solution" not in text
+
+
+def test_saving_a_chapter_source_in_jupyterlab_changes_no_byte(browser, lab):
+    """The chapter's .md opened as a notebook (jupytext), its kernel started, saved with Ctrl+S."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, root = lab
+    source = root / "chapters" / CHAPTER.name
+    before, mtime = source.read_bytes(), source.stat().st_mtime_ns
+    browser.get(f"{url}/lab/tree/chapters/{CHAPTER.name}?token={TOKEN}")
+    panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+    def kernel_idle(d):
+        shown = d.execute_script("var n = document.querySelector(arguments[0]); return n ? n.innerText : ''", panel)
+        status = d.execute_script("return document.body.innerText")
+        return "Batch Normalization" in shown and "Python 3 (ipykernel) | Idle" in status
+
+    WebDriverWait(browser, 45).until(kernel_idle)
+    browser.find_element(By.CSS_SELECTOR, f"{panel} .jp-Notebook").click()
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
+    WebDriverWait(browser, 30).until(lambda d: source.stat().st_mtime_ns != mtime)
+    time.sleep(0.5)
+    assert source.read_bytes() == before, "saving the chapter in JupyterLab rewrote it (run `make notebooks`)"
+    assert sorted(p.name for p in (root / "chapters").iterdir() if not p.name.startswith(".")) == [CHAPTER.name]
