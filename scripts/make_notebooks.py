@@ -776,7 +776,13 @@ def convert(nb, chapter: Path, book: Book, glue: dict[str, dict], solutions: boo
         elif is_install_cell(new):
             collapsed_code_cell(new, "Setup: install what Colab lacks (does nothing where all is installed)")
         elif tags & HIDDEN_TAGS:
-            collapsed_code_cell(new, f"Code for Figure {number}" if number else "Code (collapsed on the website too)")
+            if number:
+                title = f"Code for Figure {number}"
+            elif "glue" in new.source:
+                title = "Numbers for the text"
+            else:
+                title = "Code (hidden on the website)"
+            collapsed_code_cell(new, title)
         emit(new)
         if caption_cell is not None:
             emit(caption_cell)
