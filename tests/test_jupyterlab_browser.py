@@ -126,12 +126,18 @@ def expected_numbers(chapter, website):
     return values
 
 
+def workspace_url(url, path):
+    """``path`` opened alone, in a fresh workspace (no tab restored from an earlier test)."""
+    workspace = re.sub(r"\W", "-", path)
+    return f"{url}/lab/workspaces/{workspace}/tree/{path}?token={TOKEN}&reset"
+
+
 def rendered_text(driver, url, name, timeout=45):
     """The text JupyterLab shows for notebook ``name`` once its markdown is rendered."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(f"{url}/lab/tree/{name}?token={TOKEN}")
+    driver.get(workspace_url(url, name))
     selector = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
 
     def ready(d):  # rendered by JupyterLab's markdown renderer or jupyterlab-myst's
@@ -185,7 +191,7 @@ def test_saving_a_chapter_source_in_jupyterlab_changes_no_byte(browser, lab):
     url, root = lab
     source = root / "chapters" / CHAPTER.name
     before, mtime = source.read_bytes(), source.stat().st_mtime_ns
-    browser.get(f"{url}/lab/tree/chapters/{CHAPTER.name}?token={TOKEN}")
+    browser.get(workspace_url(url, f"chapters/{CHAPTER.name}"))
     panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
     def kernel_idle(d):
