@@ -192,6 +192,7 @@ class ChapterInfo:
     exercises: dict = field(default_factory=dict)  # label -> number text ("4.1")
     exercise_headings: dict = field(default_factory=dict)  # label -> heading text ("Exercise 4.1")
     solutions: set = field(default_factory=set)  # exercise labels that have a solution
+    n_tables: int = 0  # {table} directives, numbered like figures ("Table 7.1")
 
 
 HEADING = re.compile(r"^(?P<hashes>#{1,6})[ \t]+(?P<text>.+?)[ \t#]*$")
@@ -272,6 +273,11 @@ class Book:
                                                     heading_anchor(exercise_heading(number_text, block.arg))))
                     elif block.name in ("solution-start", "solution"):
                         info.solutions.add(block.arg.strip())
+                    elif block.name == "table":
+                        info.n_tables += 1
+                        shown = f"Table {self.number(info, info.n_tables)}"
+                        if block.options.get("name"):
+                            self._add(block.options["name"], Target(shown, shown, path, None))
                     pending = []
                     continue
                 if isinstance(block, Verbatim):
@@ -470,6 +476,7 @@ class Converter:
         self.info = book.info[self.chapter]
         self.glue = glue
         self.counters = [0] * 7  # section numbers by heading level, as Book counts them
+        self.tables = 0  # {table} directives met so far, numbered as Book numbers them
 
     # links ---------------------------------------------------------------------------------
 
@@ -617,6 +624,12 @@ class Converter:
             alt = d.options.get("alt", "")
             caption = self.markdown(d.body) if d.name == "figure" else ""
             return f"![{alt}]({d.arg})" + (f"\n\n{caption}" if caption else "")
+        if d.name == "table":
+            # the caption above the table, as the website shows it; the table itself is GFM
+            self.tables += 1
+            caption = self.inline(d.arg.strip()) if d.arg.strip() else ""
+            head = f"**Table {self.book.number(self.info, self.tables)}.**"
+            return f"{head} {caption}".rstrip() + f"\n\n{self.markdown(d.body)}"
         if d.name in ("exercise", "solution"):
             raise ConversionError(f"{self.chapter.name}: use the gated {d.name}-start/{d.name}-end form")
         raise ConversionError(f"{self.chapter.name}: the directive {{{d.name}}} has no plain-markdown form here")
