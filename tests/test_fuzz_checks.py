@@ -49,7 +49,26 @@ CORRECT = {
     "check_steps_to_reach": right.steps_to_reach,
     "check_bn_output_std": lambda v, eps: np.sqrt(v / (v + eps)),
     "check_quadratic_probe": right.quadratic_probe,
+    "check_layernorm_forward": lambda x, gamma, beta, eps: _layernorm_by_hand(x, gamma, beta, eps),
+    "check_groupnorm_forward": lambda x, groups, gamma, beta, eps: _groupnorm_by_hand(x, groups, gamma, beta, eps),
 }
+def _layernorm_by_hand(x, gamma, beta, eps):
+    axes = tuple(range(1, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    return gamma * (x - mu) / np.sqrt(var + eps) + beta
+
+
+def _groupnorm_by_hand(x, groups, gamma, beta, eps):
+    n, c = x.shape[:2]
+    grouped = x.reshape(n, groups, -1)
+    mu = grouped.mean(axis=2, keepdims=True)
+    var = ((grouped - mu) ** 2).mean(axis=2, keepdims=True)
+    x_hat = ((grouped - mu) / np.sqrt(var + eps)).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+
+
 NAMES = sorted(CORRECT)
 TIME_LIMIT = 0.1  # seconds, for the fuzz (the checks' default is 5 s)
 MUTATED = []  # set by a broken function that modified an argument
