@@ -40,9 +40,9 @@ _SMALL = 1 << 16  # elements: a float64 copy of 512 KiB
 
 
 @functools.lru_cache(maxsize=64)
-def _ones(n):
-    """A read-only float64 vector of ``n`` ones, made once per length."""
-    ones = np.ones(n)
+def _ones(*shape):
+    """A read-only float64 array of ones, made once per shape."""
+    ones = np.ones(shape)
     ones.flags.writeable = False
     return ones
 
@@ -54,9 +54,12 @@ def sum_over(a, axes):
         a = a.sum(axis=trailing, keepdims=True)
     if leading == (0,) and a.size <= _SMALL:
         # A small batch: numpy's float64 reduction of float32 values costs more to set up
-        # than the same sum as a product with a vector of ones (BLAS, in float64).
+        # than the same sum as a product with a vector of ones (BLAS, in float64; np.dot
+        # converts float32 to float64 itself).
         n = a.shape[0]
-        return (_ones(n) @ a.astype(np.float64).reshape(n, -1)).reshape((1,) + a.shape[1:])
+        if a.ndim == 2:
+            return np.dot(_ones(1, n), a)
+        return np.dot(_ones(1, n), a.reshape(n, -1)).reshape((1,) + a.shape[1:])
     return a.sum(axis=leading, dtype=np.float64, keepdims=True)
 
 

@@ -80,9 +80,15 @@ def _batch_axes(ndim):
     return (0,) + tuple(range(2, ndim))
 
 
+@functools.lru_cache(maxsize=16)
+def _per_channel_shape(ndim):
+    """The shape ``(1, -1, 1, ...)`` that makes a ``(C,)`` vector broadcast against ``(N, C, *spatial)``."""
+    return (1, -1) + (1,) * (ndim - 2)
+
+
 def _per_channel(v, ndim):
     """Reshape a ``(C,)`` vector to broadcast against a ``(N, C, *spatial)`` array."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+    return v.reshape(_per_channel_shape(ndim))
 
 
 def _as_batch(x, name="x"):
@@ -163,13 +169,18 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     c = x.shape[1]
     gamma = check_param(gamma, "gamma", c, x.dtype)
     beta = check_param(beta, "beta", c, x.dtype)
+    return _batchnorm_forward(x, gamma, beta, eps)
+
+
+def _batchnorm_forward(x, gamma, beta, eps):
+    """The body of :func:`batchnorm_forward`, on checked arguments (``bnlib.nn`` checks its own)."""
     # mu, sigma^2 and x_hat, per channel: over every axis but axis 1
     x_hat, mean, var, inv_std = standardize(x, _batch_axes(x.ndim), eps, "x", "the batch variance")
     # y = gamma * x_hat + beta (the addition in place), gamma and beta shaped like the statistics
     y = x_hat * gamma.reshape(mean.shape)
     y += beta.reshape(mean.shape)
-    cache = BatchNormCache(x, x_hat, mean.reshape(c), var.reshape(c), inv_std.reshape(c), gamma, eps)
-    return y, cache
+    c = x.shape[1]
+    return y, BatchNormCache(x, x_hat, mean.reshape(c), var.reshape(c), inv_std.reshape(c), gamma, eps)
 
 
 def _check_dy(dy, cache):
@@ -258,14 +269,20 @@ def batchnorm_backward(dy, cache):
     (True, array([3.]))
     """
     dy = _check_dy(dy, cache)
-    c, ndim = dy.shape[1], dy.ndim
-    scale = _per_channel(cache.gamma * cache.inv_std, ndim)  # gamma / sqrt(var + eps)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are checked below
-        # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat));  dbeta, dgamma: the sums
-        dx, dbeta, dgamma = standardize_backward(dy, cache.x_hat, scale, _batch_axes(ndim))
+        dx, dgamma, dbeta = _batchnorm_backward(dy, cache)
     if not np.isfinite(dgamma).all():  # a NaN or inf in dy makes dy * x_hat non-finite
         check_finite(dy, "dy")
         raise overflow_error("dy", dy, dy.dtype)
+    return dx, dgamma, dbeta
+
+
+def _batchnorm_backward(dy, cache):
+    """The body of :func:`batchnorm_backward`, for a checked ``dy`` (non-finite sums unchecked)."""
+    c, ndim = dy.shape[1], dy.ndim
+    scale = (cache.gamma * cache.inv_std).reshape(_per_channel_shape(ndim))  # gamma / sqrt(var + eps)
+    # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat));  dbeta, dgamma: the sums
+    dx, dbeta, dgamma = standardize_backward(dy, cache.x_hat, scale, _batch_axes(ndim))
     return dx, dgamma.reshape(c).astype(dy.dtype), dbeta.reshape(c).astype(dy.dtype)
 
 
@@ -482,10 +499,15 @@ def update_running_stats(
     check_finite(running_mean, "running_mean")
     _check_non_negative(running_var, "running_var")
     _check_non_negative(batch_var, "batch_var")
-    unbiased = batch_var * (n / (n - 1.0))
-    mean = (1.0 - factor) * running_mean + factor * batch_mean
-    var = (1.0 - factor) * running_var + factor * unbiased
+    mean, var = _update_running_stats(running_mean, running_var, batch_mean, batch_var, int(n), factor)
     return mean.astype(dtype, copy=False), var.astype(dtype, copy=False)
+
+
+def _update_running_stats(running_mean, running_var, batch_mean, batch_var, n, factor):
+    """The body of :func:`update_running_stats`, on checked arguments, ``factor`` the momentum."""
+    mean = (1.0 - factor) * running_mean + factor * batch_mean
+    var = (1.0 - factor) * running_var + factor * (n / (n - 1.0)) * batch_var  # the unbiased batch variance
+    return mean, var
 
 
 def population_statistics(batches):

@@ -31,11 +31,12 @@ import sys
 import numpy as np
 import torch
 
+# The formulas without the core's argument checks: torch's checks (below) have run by then.
 from ..batchnorm import (
-    batchnorm_backward,
-    batchnorm_forward,
+    _batchnorm_backward,
+    _batchnorm_forward,
+    _update_running_stats,
     batchnorm_inference,
-    update_running_stats,
 )
 
 __all__ = [
@@ -272,7 +273,7 @@ def _train_forward(ctx, x, weight, bias, eps):
     fmt = _channels_last_format(x)
     try:
         with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
-            y_np, cache = batchnorm_forward(x_np, gamma, beta, eps=eps)
+            y_np, cache = _batchnorm_forward(x_np, gamma, beta, eps)
     except ValueError:
         # NaN/inf or an overflowing variance: the core refuses, torch propagates.
         cache = None
@@ -329,29 +330,25 @@ class _TrainAndUpdate(torch.autograd.Function):
 
 
 def _numpy_train_gradients(dy, cache, x, weight, eps, needs):
-    """The core's backward pass; non-finite ``dy`` (refused by the core) goes to the torch formulas."""
-    dy_np = _to_numpy(dy)
-    try:
-        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
-            if needs[0]:
-                dx, dgamma, dbeta = batchnorm_backward(dy_np, cache)
-            else:
-                dx = None
-                x_hat = cache.x_hat
-                axes = (0,) + tuple(range(2, x_hat.ndim))
-                dy_np = dy_np.astype(x_hat.dtype, copy=False)
-                dgamma = (dy_np * x_hat).sum(axis=axes) if needs[1] else None
-                dbeta = dy_np.sum(axis=axes) if needs[2] else None
-                if not all(v is None or np.isfinite(v).all() for v in (dgamma, dbeta)):
-                    raise ValueError("non-finite gradient")
-    except ValueError:
+    """The core's backward pass; a non-finite ``dy`` or sum (refused by the core) goes to the torch formulas."""
+    x_hat = cache.x_hat
+    dy_np = _to_numpy(dy).astype(x_hat.dtype, copy=False)  # autograd gives dy in y's dtype
+    with np.errstate(all="ignore"):  # non-finite sums are checked below
+        if needs[0]:
+            dx, dgamma, dbeta = _batchnorm_backward(dy_np, cache)
+        else:
+            dx = None
+            axes = (0,) + tuple(range(2, x_hat.ndim))
+            dgamma = (dy_np * x_hat).sum(axis=axes)
+            dbeta = dy_np.sum(axis=axes)
+    if not (np.isfinite(dgamma).all() and np.isfinite(dbeta).all()):
         with torch.no_grad():
             return _train_gradients(dy.detach(), x.detach(), weight, eps, needs)
     param_dtype = weight.dtype if weight is not None else x.dtype
     return (
         _from_numpy(dx, x.dtype) if needs[0] else None,
-        _from_numpy(np.asarray(dgamma), param_dtype) if needs[1] else None,
-        _from_numpy(np.asarray(dbeta), param_dtype) if needs[2] else None,
+        _from_numpy(dgamma, param_dtype) if needs[1] else None,
+        _from_numpy(dbeta, param_dtype) if needs[2] else None,
     )
 
 
@@ -672,22 +669,20 @@ _batch_norm_eager = torch.compiler.disable(
 
 
 def _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, momentum):
-    """:func:`bnlib.batchnorm.update_running_stats` (numpy statistics), written into the buffers in place."""
-    try:
-        with np.errstate(all="ignore"):
-            new_mean, new_var = update_running_stats(
-                _to_numpy(running_mean), _to_numpy(running_var), batch_mean, batch_var, m, momentum=momentum
-            )
-    except (ValueError, TypeError):
-        # NaN statistics, a negative running variance, a momentum outside [0, 1]: the core
-        # refuses, torch computes
-        _update_running_formulas(
-            running_mean, running_var, torch.from_numpy(batch_mean), torch.from_numpy(batch_var), m, momentum
+    """:func:`bnlib.batchnorm.update_running_stats`'s formula (numpy statistics), written into the buffers.
+
+    Any momentum, NaN statistics and a negative running variance go through the formula as in
+    torch. Like torch's kernel, float32/float64 buffers are written in place through numpy.
+    """
+    with np.errstate(all="ignore"):
+        new_mean, new_var = _update_running_stats(
+            _to_numpy(running_mean), _to_numpy(running_var), batch_mean, batch_var, m, momentum
         )
-        return
-    # called from Function.forward, where gradients are off
-    running_mean.copy_(torch.from_numpy(new_mean))
-    running_var.copy_(torch.from_numpy(new_var))
+    for buffer, new in ((running_mean, new_mean), (running_var, new_var)):
+        if buffer.dtype in _HALVES:
+            buffer.copy_(torch.from_numpy(new))  # called from Function.forward: gradients are off
+        else:
+            buffer.detach().numpy()[...] = new
 
 
 # --------------------------------------------------------------------------- modules
