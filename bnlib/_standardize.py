@@ -40,11 +40,11 @@ _SMALL = 1 << 16  # elements: a float64 copy of 512 KiB
 
 
 @functools.lru_cache(maxsize=64)
-def _ones(*shape):
-    """A read-only float64 array of ones, made once per shape."""
-    ones = np.ones(shape)
-    ones.flags.writeable = False
-    return ones
+def _constant(value, n):
+    """A read-only float64 row of ``n`` copies of ``value`` (shape ``(1, n)``), made once."""
+    row = np.full((1, n), value)
+    row.flags.writeable = False
+    return row
 
 
 def sum_over(a, axes):
@@ -58,9 +58,25 @@ def sum_over(a, axes):
         # converts float32 to float64 itself).
         n = a.shape[0]
         if a.ndim == 2:
-            return np.dot(_ones(1, n), a)
-        return np.dot(_ones(1, n), a.reshape(n, -1)).reshape((1,) + a.shape[1:])
+            return np.dot(_constant(1.0, n), a)
+        return np.dot(_constant(1.0, n), a.reshape(n, -1)).reshape((1,) + a.shape[1:])
     return a.sum(axis=leading, dtype=np.float64, keepdims=True)
+
+
+def mean_over(a, axes, dtype):
+    """``a.mean(axis=axes, keepdims=True)`` in ``dtype``, the sum accumulated in float64 as by :func:`sum_over`."""
+    m = count_over(a.shape, axes)
+    if axes == (0,) and a.ndim == 2 and a.size <= _SMALL:
+        # the batch axis of a small batch: a product with a vector of 1/m (BLAS, float64)
+        return np.dot(_constant(1.0 / m, a.shape[0]), a).astype(dtype, copy=False)
+    return (sum_over(a, axes) / m).astype(dtype, copy=False)
+
+
+def mean_of_products(a, b, axes, dtype):
+    """``(a * b).mean(axis=axes, keepdims=True)`` in ``dtype``, accumulated in float64 as by :func:`sum_of_products`."""
+    if axes and axes[-1] == a.ndim - 1:  # a trailing axis: sum_of_products needs no array of products
+        return (sum_of_products(a, b, axes) / count_over(a.shape, axes)).astype(dtype, copy=False)
+    return mean_over(a * b, axes, dtype)
 
 
 def sum_of_products(a, b, axes):
@@ -117,11 +133,10 @@ def centred_moments(x, axes, name="x"):
     ``|x - mean| = 1.8e19``; then the same two passes are repeated in float64, and only a
     variance beyond the dtype's range is an error.
     """
-    m = count_over(x.shape, axes)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are checked below
-        mean = (sum_over(x, axes) / m).astype(x.dtype)  # mean = sum(x) / m
+        mean = mean_over(x, axes, x.dtype)  # mean = sum(x) / m
         xc = x - mean
-        var = (sum_of_products(xc, xc, axes) / m).astype(x.dtype)  # var = sum(xc**2) / m
+        var = mean_of_products(xc, xc, axes, x.dtype)  # var = sum(xc**2) / m
     if np.isfinite(var).all():
         return xc, mean, var
     if x.dtype != np.float64:  # float32 squares or partial sums overflowed: redo in float64

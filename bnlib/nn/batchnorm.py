@@ -249,7 +249,8 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
+            y, mean, var = _train_forward(ctx, x, weight, bias, eps)
         mean, var = _as_tensor(mean), _as_tensor(var)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -272,8 +273,7 @@ def _train_forward(ctx, x, weight, bias, eps):
     beta = _to_numpy(bias) if bias is not None else np.zeros(channels, x_np.dtype)
     fmt = _channels_last_format(x)
     try:
-        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
-            y_np, cache = _batchnorm_forward(x_np, gamma, beta, eps)
+        y_np, cache = _batchnorm_forward(x_np, gamma, beta, eps)  # callers silence numpy's warnings
     except ValueError:
         # NaN/inf or an overflowing variance: the core refuses, torch propagates.
         cache = None
@@ -315,13 +315,14 @@ class _TrainAndUpdate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, running_mean, running_var, momentum):
-        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
-        if running_mean is not None:
-            m = x.numel() // x.shape[1]
-            if isinstance(mean, torch.Tensor) or not running_mean.is_cpu:
-                _update_running_formulas(running_mean, running_var, _as_tensor(mean), _as_tensor(var), m, momentum)
-            else:
-                _update_running_numpy(running_mean, running_var, mean, var, m, momentum)
+        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
+            y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+            if running_mean is not None:
+                m = x.numel() // x.shape[1]
+                if isinstance(mean, torch.Tensor) or not running_mean.is_cpu:
+                    _update_running_formulas(running_mean, running_var, _as_tensor(mean), _as_tensor(var), m, momentum)
+                else:
+                    _update_running_numpy(running_mean, running_var, mean, var, m, momentum)
         return y
 
     @staticmethod
@@ -674,15 +675,13 @@ def _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, m
     Any momentum, NaN statistics and a negative running variance go through the formula as in
     torch. Like torch's kernel, float32/float64 buffers are written in place through numpy.
     """
-    with np.errstate(all="ignore"):
-        new_mean, new_var = _update_running_stats(
-            _to_numpy(running_mean), _to_numpy(running_var), batch_mean, batch_var, m, momentum
-        )
-    for buffer, new in ((running_mean, new_mean), (running_var, new_var)):
+    views = _to_numpy(running_mean), _to_numpy(running_var)  # copies for half precision
+    new = _update_running_stats(*views, batch_mean, batch_var, m, momentum)  # callers silence warnings
+    for buffer, view, value in zip((running_mean, running_var), views, new):
         if buffer.dtype in _HALVES:
-            buffer.copy_(torch.from_numpy(new))  # called from Function.forward: gradients are off
+            buffer.copy_(torch.from_numpy(value))  # called from Function.forward: gradients are off
         else:
-            buffer.detach().numpy()[...] = new
+            view[...] = value
 
 
 # --------------------------------------------------------------------------- modules
