@@ -16,6 +16,7 @@ axis but the channels, followed by a per-channel scale and shift.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from typing import NamedTuple
 
@@ -164,7 +165,8 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     (array([ 2., 20.]), array([  1., 100.]))
     """
     x = _as_batch(x)
-    eps = check_eps(eps)
+    if not (type(eps) is float and 0.0 <= eps < math.inf):  # a float in range needs no conversion
+        eps = check_eps(eps)
     check_training_batch(x.shape)
     c = x.shape[1]
     gamma = check_param(gamma, "gamma", c, x.dtype)

@@ -342,7 +342,8 @@ def _numpy_train_gradients(dy, cache, x, weight, eps, needs):
             axes = (0,) + tuple(range(2, x_hat.ndim))
             dgamma = (dy_np * x_hat).sum(axis=axes)
             dbeta = dy_np.sum(axis=axes)
-    if not (np.isfinite(dgamma).all() and np.isfinite(dbeta).all()):
+        finite = np.isfinite(dgamma + dbeta).all()  # False for NaN or inf in either (or an overflow of the sum)
+    if not finite:
         with torch.no_grad():
             return _train_gradients(dy.detach(), x.detach(), weight, eps, needs)
     param_dtype = weight.dtype if weight is not None else x.dtype
