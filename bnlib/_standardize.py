@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from ._checks import check_finite
+from ._checks import all_finite, check_finite
 
 
 @functools.lru_cache(maxsize=128)
@@ -137,7 +137,7 @@ def centred_moments(x, axes, name="x"):
         mean = mean_over(x, axes, x.dtype)  # mean = sum(x) / m
         xc = x - mean
         var = mean_of_products(xc, xc, axes, x.dtype)  # var = sum(xc**2) / m
-    if np.isfinite(var).all():
+    if all_finite(var):
         return xc, mean, var
     if x.dtype != np.float64:  # float32 squares or partial sums overflowed: redo in float64
         xc, mean, var = centred_moments(x.astype(np.float64), axes, name)

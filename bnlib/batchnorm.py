@@ -23,11 +23,13 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import (
+    all_finite,
     as_float_array,
     check_batch,
     check_eps,
     check_finite,
     check_param,
+    check_params,
     check_training_batch,
     values_per_channel,
 )
@@ -169,8 +171,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
         eps = check_eps(eps)
     check_training_batch(x.shape)
     c = x.shape[1]
-    gamma = check_param(gamma, "gamma", c, x.dtype)
-    beta = check_param(beta, "beta", c, x.dtype)
+    gamma, beta = check_params(c, x.dtype, gamma=gamma, beta=beta)
     return _batchnorm_forward(x, gamma, beta, eps)
 
 
@@ -273,7 +274,7 @@ def batchnorm_backward(dy, cache):
     dy = _check_dy(dy, cache)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are checked below
         dx, dgamma, dbeta = _batchnorm_backward(dy, cache)
-    if not np.isfinite(dgamma).all():  # a NaN or inf in dy makes dy * x_hat non-finite
+    if not all_finite(dgamma):  # a NaN or inf in dy makes dy * x_hat non-finite
         check_finite(dy, "dy")
         raise overflow_error("dy", dy, dy.dtype)
     return dx, dgamma, dbeta

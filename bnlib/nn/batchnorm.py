@@ -31,6 +31,8 @@ import sys
 import numpy as np
 import torch
 
+from .._checks import all_finite
+
 # The formulas without the core's argument checks: torch's checks (below) have run by then.
 from ..batchnorm import (
     _batchnorm_backward,
@@ -342,7 +344,7 @@ def _numpy_train_gradients(dy, cache, x, weight, eps, needs):
             axes = (0,) + tuple(range(2, x_hat.ndim))
             dgamma = (dy_np * x_hat).sum(axis=axes)
             dbeta = dy_np.sum(axis=axes)
-        finite = np.isfinite(dgamma + dbeta).all()  # False for NaN or inf in either (or an overflow of the sum)
+        finite = all_finite(dgamma + dbeta)  # False for NaN or inf in either (or an overflow of the sum)
     if not finite:
         with torch.no_grad():
             return _train_gradients(dy.detach(), x.detach(), weight, eps, needs)
