@@ -20,7 +20,7 @@ help:
 	@echo "make lab    open the chapters in JupyterLab"
 	@echo "make bench  print the speed and memory measurements"
 	@echo "make student    write student/NN_name.ipynb: the chapters without their solutions"
-	@echo "make notebooks  regenerate chapters/NN_name.ipynb (for Binder and Colab) from the .md chapters"
+	@echo "make notebooks  write chapters/NN_name.ipynb, the notebook edition (Binder, Colab), on a built book"
 	@echo "make clean  remove the build and the execution cache"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -44,15 +44,18 @@ bench: $(STAMP)
 student: $(STAMP)
 	$(BIN)/python scripts/make_student.py
 
-# After editing a chapter: its first cell installs bnlib on Colab, and the .ipynb beside it
-# (what the Binder and Colab buttons open) is regenerated from the .md, without outputs.
+# The notebook edition, after editing a chapter (on a built book: the numbers come from the build's
+# execution cache; a chapter missing from it is executed). First every chapter's source is put in
+# the form JupyterLab saves, with its Colab install cell; then chapters/NN_name.ipynb (what the Binder
+# and Colab buttons open) is written from it: plain notebooks, numbers and captions filled in.
 notebooks: $(STAMP)
 	$(BIN)/python scripts/add_install_cell.py
 	$(BIN)/python scripts/make_notebooks.py
 
+# JupyterLab on the chapters, MyST rendered (jupyterlab-myst), .md opened through jupytext. Works as
+# root (containers); open the printed URL. LAB_ARGS="--port=8899" etc. pass through.
 lab: $(STAMP)
-	$(BIN)/python -m pip install jupyterlab
-	$(BIN)/jupyter lab chapters/
+	$(BIN)/jupyter lab --allow-root --no-browser --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/chapters $(LAB_ARGS)
 
 clean:
 	rm -rf _build

@@ -15,6 +15,14 @@ The text cites author-year ("Ioffe and Szegedy [2015]", ``bibtex_reference_style
 References page labels its entries the same way ("[Ioffe and Szegedy 2015]"), through the
 pybtex style ``author_year`` registered here (``bibtex_default_style`` in ``_config.yml``),
 instead of alpha labels ("[IS15]") a reader cannot match to the citation.
+
+The chapters execute in kernels that myst-nb starts through jupyter_client. ipykernel (from 7.4)
+logs "Kernel is running over TCP without encryption" to the build log for every kernel whose
+manager did not provision CurveZMQ keys, and jupyter_client's default policy is not to. myst-nb
+and jupyter-cache pass no configuration to the kernel manager, so the extension sets the class
+default of ``KernelManager.transport_encryption`` to ``"auto"``: keys are provisioned when the
+kernelspec declares Curve support (ipykernel's does) and pyzmq has it, and the kernel traffic,
+local as it is, is encrypted; otherwise nothing changes. The build log then says nothing alarming.
 """
 
 from __future__ import annotations
@@ -29,10 +37,41 @@ def use_mathjax_components(app, config):
 
 
 def drop_widget_state(app, pagename, templatename, context, doctree):
-    """Remove the ipywidgets state script that myst-nb added to this page's scripts."""
+    """Remove the ipywidgets state script that myst-nb added to this page's scripts, and repeats.
+
+    Jupyter Book 1 sets up sphinx-thebe and sphinx-togglebutton so that their inline
+    configuration scripts are registered twice; the second ``const THEBE_JS_URL = ...`` is a
+    SyntaxError ("Identifier 'THEBE_JS_URL' has already been declared") on every page. A script
+    identical to an earlier one (same file, same attributes and body) is dropped.
+    """
     scripts = context.get("script_files")
-    if scripts:
-        scripts[:] = [js for js in scripts if getattr(js, "attributes", {}).get("type") != WIDGET_STATE]
+    if not scripts:
+        return
+    kept, seen = [], set()
+    for js in scripts:
+        attributes = getattr(js, "attributes", {})
+        if attributes.get("type") == WIDGET_STATE:
+            continue
+        # an inline script's filename is None or "", and the priority may differ between the two
+        # registrations: only what the page gets counts
+        filename = getattr(js, "filename", str(js)) or ""
+        key = (filename, tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(js)
+    scripts[:] = kept
+
+
+def encrypt_kernel_transport():
+    """Make jupyter_client provision CurveZMQ keys for the kernels that execute the chapters."""
+    try:
+        from jupyter_client.manager import KernelManager
+    except ImportError:  # no execution, no kernel
+        return
+    trait = KernelManager.class_traits().get("transport_encryption")
+    if trait is not None:  # jupyter_client < 8.9 has neither the option nor ipykernel's warning
+        trait.default_value = "auto"
 
 
 def _register_author_year_style():
@@ -78,6 +117,7 @@ def _register_author_year_style():
 
 def setup(app):
     _register_author_year_style()
+    encrypt_kernel_transport()
     app.connect("config-inited", use_mathjax_components, priority=900)
     app.connect("html-page-context", drop_widget_state, priority=900)  # after myst-nb's (500)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -18,6 +18,16 @@ from .batchnorm import (
     update_running_stats,
 )
 from .gradcheck import numerical_gradient, relative_error
+from .normalization import (
+    batchrenorm_backward,
+    batchrenorm_forward,
+    groupnorm_backward,
+    groupnorm_forward,
+    instancenorm_backward,
+    instancenorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+)
 from .scaling import center, min_max_scale, standardize
 from .whitening import covariance, decorrelate, pca_whiten, whitening_matrix, zca_whiten
 
@@ -32,4 +42,6 @@ __all__ = [
     "batchnorm_inference", "update_running_stats", "population_statistics", "fold_batchnorm",
     "sigmoid", "tanh", "relu", "sigmoid_grad", "tanh_grad", "relu_grad",
     "numerical_gradient", "relative_error",
+    "layernorm_forward", "layernorm_backward", "instancenorm_forward", "instancenorm_backward",
+    "groupnorm_forward", "groupnorm_backward", "batchrenorm_forward", "batchrenorm_backward",
 ]

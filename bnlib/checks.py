@@ -964,3 +964,63 @@ def check_quadratic_probe(fn, verbose=True):
         cases.append((description, (a, rng.normal(size=size), np.array([0.01, 0.05, 0.2]))))
     return compare(fn, _quadratic_probe_reference, cases, name="check_quadratic_probe",
                    output_names=("loss_range", "gradient_predictiveness", "beta_smoothness"), verbose=verbose)
+
+
+# --------------------------------------------------------------------------- chapter 11: the normalization family
+# Self-contained: uses only ``compare`` and ``_rng`` from above (and ``_self_check`` where it exists).
+
+from . import normalization as _normalization  # noqa: E402
+
+_as_self_check = globals().get("_self_check", lambda check: check)
+
+
+def _family_cases(seed, params):
+    """Inputs for the family's forward passes; ``params(shape)`` gives gamma/beta's shape."""
+    rng = _rng(seed)
+    cases = []
+    for description, shape in [
+        ("(8, 6) batch of feature vectors", (8, 6)),
+        ("a batch of one, (1, 6, 5)", (1, 6, 5)),
+        ("(3, 6, 4, 4) images", (3, 6, 4, 4)),
+        ("a common offset of 1e4, (4, 6, 3)", (4, 6, 3)),
+    ]:
+        x = rng.normal(1.0, 2.0, size=shape) + (1e4 if "offset" in description else 0.0)
+        cases.append((description, x, rng.normal(size=params(shape)) + 1.0, rng.normal(size=params(shape))))
+    return cases
+
+
+def _first_output(fn):
+    def reader(*args):
+        out = fn(*args)
+        return out[0] if isinstance(out, tuple) else out
+    return reader
+
+
+@_as_self_check
+def check_layernorm_forward(fn, verbose=True):
+    """Check a reader's ``layernorm_forward(x, gamma, beta, eps)`` output ``y``.
+
+    Each sample is standardised over all its values (every axis but axis 0); ``gamma``
+    and ``beta`` have the shape of one sample. The reader's function may return ``y``
+    alone or ``(y, cache)``; only ``y`` is compared with :func:`bnlib.layernorm_forward`.
+    """
+    cases = [(d, (x, g, b, 1e-5)) for d, x, g, b in _family_cases(21, lambda shape: shape[1:])]
+    return compare(_first_output(fn), lambda *a: _normalization.layernorm_forward(*a)[0], cases,
+                   name="check_layernorm_forward", output_names=("y",), verbose=verbose)
+
+
+@_as_self_check
+def check_groupnorm_forward(fn, verbose=True):
+    """Check a reader's ``groupnorm_forward(x, num_groups, gamma, beta, eps)`` output ``y``.
+
+    Compared with :func:`bnlib.groupnorm_forward` for 1, 2, 3 and 6 groups of the 6
+    channels (1 group: layer normalization with per-channel gamma; 6: instance norm).
+    """
+    cases = []
+    for (d, x, g, b), groups in zip(_family_cases(22, lambda shape: shape[1]), (2, 3, 6, 1)):
+        cases.append((f"{d}, {groups} group(s)", (x, groups, g, b, 1e-5)))
+    return compare(_first_output(fn), lambda *a: _normalization.groupnorm_forward(*a)[0], cases,
+                   name="check_groupnorm_forward", output_names=("y",), verbose=verbose)
+
+
+__all__ += ["check_layernorm_forward", "check_groupnorm_forward"]

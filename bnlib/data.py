@@ -26,12 +26,14 @@ import hashlib
 import math
 import numbers
 import os
+import time
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_float_dtype
+from ._checks import check_float_dtype, check_path, check_positive
 
 __all__ = [
     "Dataset",
@@ -160,7 +162,7 @@ def load_digits(test_fraction=0.25, seed=0, dtype=np.float32):
         Fraction of the images held out for testing, strictly between 0 and 1.
         The test set has ``ceil(test_fraction * 1797)`` images (450 by default),
         rounded up as in scikit-learn's ``train_test_split``.
-    seed : int or numpy.random.Generator, default=0
+    seed : int >= 0 or numpy.random.Generator, default=0
         Seeds the ``numpy.random.Generator`` that draws the split (a Generator
         is used as given). The same seed gives the same split.
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
@@ -208,6 +210,8 @@ def load_digits(test_fraction=0.25, seed=0, dtype=np.float32):
     if isinstance(seed, np.random.Generator):
         rng = seed
     elif isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative int or a numpy.random.Generator, got {seed!r}")
         rng = np.random.default_rng(int(seed))
     else:
         raise TypeError(
@@ -282,8 +286,13 @@ def _resolve_mirror(mirror):
     return mirror.rstrip("/") + "/"
 
 
-def _fetch(url, name, expected, mirror, directory, timeout):
-    """Download ``url`` to ``directory/name`` atomically, or raise and leave nothing."""
+def _fetch(url, name, expected, mirror, directory, timeout, give_up_at):
+    """Download ``url`` to ``directory/name`` atomically, or raise and leave nothing.
+
+    Each connection attempt and read waits at most ``timeout`` seconds (and never
+    past ``give_up_at``, a ``time.monotonic()`` instant); between reads, passing
+    ``give_up_at`` ends the download.
+    """
     import http.client
     import tempfile
     import urllib.error
@@ -296,12 +305,27 @@ def _fetch(url, name, expected, mirror, directory, timeout):
         received = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
+                wait = min(timeout, give_up_at - time.monotonic())
+                if wait <= 0:
+                    raise _DeadlinePassed
+                with urllib.request.urlopen(url, timeout=wait) as response:
                     length = response.headers.get("Content-Length")
-                    for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    # read1 returns what has arrived instead of waiting for a full
+                    # chunk, so a slow trickle cannot hold a read open past the deadline
+                    read = getattr(response, "read1", response.read)
+                    for chunk in iter(lambda: read(_CHUNK), b""):
                         out.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
+                        if time.monotonic() > give_up_at:
+                            raise _DeadlinePassed
+            except _DeadlinePassed:
+                raise TimeoutError(
+                    f"Download of {name} from {url} did not finish within the deadline "
+                    f"(download_mnist(deadline=...)); {received} bytes had arrived "
+                    f"(mirror {mirror}). Nothing was saved. Try again with a longer "
+                    f"deadline, or another mirror."
+                ) from None
             except http.client.IncompleteRead as err:
                 raise OSError(
                     f"Download of {name} from {url} was cut short after "
@@ -336,7 +360,11 @@ def _fetch(url, name, expected, mirror, directory, timeout):
             tmp.unlink()
 
 
-def download_mnist(root="data/mnist", mirror=None, force=False, timeout=60):
+class _DeadlinePassed(Exception):
+    """Internal: the overall deadline of :func:`download_mnist` has passed."""
+
+
+def download_mnist(root="data/mnist", mirror=None, force=False, timeout=60, deadline=1800):
     """Download the four MNIST IDX files into ``root``, verifying each one.
 
     Parameters
@@ -354,6 +382,10 @@ def download_mnist(root="data/mnist", mirror=None, force=False, timeout=60):
         Download every file again even when a verified copy is present.
     timeout : float, default=60
         Seconds to wait for the server on each connection attempt and read.
+    deadline : float, default=1800
+        Seconds for the whole call: a download still running when they have
+        passed is abandoned (checked after each read, which itself waits at
+        most ``timeout`` seconds), however slowly the data keeps arriving.
 
     Returns
     -------
@@ -367,6 +399,9 @@ def download_mnist(root="data/mnist", mirror=None, force=False, timeout=60):
         the message names the file, both digests and the mirror.
     OSError
         The mirror could not be reached, or a download was cut short.
+    TimeoutError
+        The ``deadline`` passed before the four files were in (a subclass of
+        ``OSError``).
 
     Notes
     -----
@@ -377,14 +412,17 @@ def download_mnist(root="data/mnist", mirror=None, force=False, timeout=60):
     holds a partial or unverified file under a final name. A present file with
     a wrong digest is replaced only once a good copy has arrived.
     """
+    timeout = check_positive(timeout, "timeout")
+    deadline = check_positive(deadline, "deadline")
+    give_up_at = time.monotonic() + deadline
     base = _resolve_mirror(mirror)
-    directory = Path(root)
+    directory = check_path(root, "root")
     directory.mkdir(parents=True, exist_ok=True)
     for name, expected in MNIST_FILES.items():
         target = directory / name
         if not force and target.is_file() and _sha256(target) == expected:
             continue
-        _fetch(base + name, name, expected, base, directory, timeout)
+        _fetch(base + name, name, expected, base, directory, timeout, give_up_at)
     return directory
 
 
@@ -426,7 +464,8 @@ def read_idx(path):
     ValueError
         The file is not IDX (the magic number's first two bytes are not zero),
         declares an unknown type code, or its data is truncated or followed by
-        extra bytes ("expected N bytes of data, found M").
+        extra bytes ("expected N bytes of data, found M"), or its gzip stream
+        is corrupt.
 
     Notes
     -----
@@ -436,13 +475,13 @@ def read_idx(path):
     order. MNIST's image files start ``00 00 08 03`` (2051), the label files
     ``00 00 08 01`` (2049).
     """
-    path = Path(path)
+    path = check_path(path, "path")
     with open(path, "rb") as handle:
         raw = handle.read()
     if raw[:2] == _GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)
-        except (EOFError, OSError) as err:
+        except (EOFError, OSError, zlib.error) as err:
             raise ValueError(f"{path}: the gzip stream is truncated or corrupt ({err})") from err
 
     if len(raw) < 4:
@@ -488,19 +527,27 @@ def _find_idx(directory, name):
 
 
 def _load_split(directory, prefix, dt):
-    images = read_idx(_find_idx(directory, f"{prefix}-images-idx3-ubyte.gz"))
-    labels = read_idx(_find_idx(directory, f"{prefix}-labels-idx1-ubyte.gz"))
+    images_path = _find_idx(directory, f"{prefix}-images-idx3-ubyte.gz")
+    labels_path = _find_idx(directory, f"{prefix}-labels-idx1-ubyte.gz")
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(
-            f"{prefix} images in {directory}: expected (n, rows, cols) uint8, "
+            f"{images_path}: expected images of shape (n, rows, cols) in uint8, "
             f"got shape {images.shape} of {images.dtype}"
         )
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(
-            f"{prefix} labels in {directory}: expected shape ({images.shape[0]},), one per "
-            f"image, got {labels.shape}"
+            f"{labels_path}: expected labels of shape ({images.shape[0]},), one per "
+            f"image of {images_path.name}, got {labels.shape}"
         )
-    x = images.reshape(images.shape[0], -1).astype(dt)
+    if labels.dtype.kind not in "iu" or (labels.size and not 0 <= labels.min() <= labels.max() <= 9):
+        raise ValueError(
+            f"{labels_path}: expected digit labels 0 to 9, got {labels.dtype} values "
+            f"from {labels.min() if labels.size else '-'} to {labels.max() if labels.size else '-'}"
+        )
+    n, rows, cols = images.shape
+    x = images.reshape(n, rows * cols).astype(dt)
     x /= dt.type(255)
     return x, labels.astype(np.int64)
 
@@ -524,13 +571,18 @@ def load_mnist(root="data/mnist", download=False, dtype=np.float32):
         ``x_train`` of shape (60000, 784), ``x_test`` of shape (10000, 784) in
         ``dtype`` with values ``pixel / 255`` in ``[0, 1]``; ``y_train`` of
         shape (60000,) and ``y_test`` of shape (10000,), int64 digits 0 to 9.
-        The split is MNIST's own, in the files' order.
+        The split is MNIST's own, in the files' order. Files holding no images
+        give arrays of 0 rows.
 
     Raises
     ------
     FileNotFoundError
         A file is missing and ``download`` is False; the message says how to
         download it.
+    ValueError
+        A file is not what MNIST ships, and the message names it: a corrupt
+        gzip stream or IDX header, images that are not ``(n, rows, cols)``
+        uint8, labels that are not one integer 0 to 9 per image.
 
     Notes
     -----
@@ -539,9 +591,9 @@ def load_mnist(root="data/mnist", download=False, dtype=np.float32):
     Burges), CC BY-SA 3.0.
     """
     dt = check_float_dtype(dtype)
+    directory = check_path(root, "root")
     if download:
         download_mnist(root)
-    directory = Path(root)
     missing = [name for name in MNIST_FILES if _find_idx(directory, name) is None]
     if missing:
         raise FileNotFoundError(

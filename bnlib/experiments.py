@@ -40,10 +40,12 @@ __all__ = [
     "run_seeds",
     "spread",
     "steps_to_reach",
+    "StackedResult",
+    "train_stacked",
 ]
 
-#: The activations :func:`make_mlp` accepts, by name.
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+#: The activations :func:`make_mlp` accepts, by name ("linear": none, a deep linear network).
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "linear": nn.Identity}
 
 #: The percentiles a probe records, as in Figure 1 of Ioffe and Szegedy (2015).
 PERCENTILES = (15.0, 50.0, 85.0)
@@ -70,8 +72,8 @@ def default_bn_layer():
         :class:`bnlib.nn.BatchNorm1d`, whose arithmetic is ``bnlib``'s, if it
         imports; otherwise :class:`torch.nn.BatchNorm1d`. Both take
         ``num_features`` and behave identically (same buffers, same train/eval
-        semantics); torch's fused kernel is about three times faster on the
-        book's small networks, which is why chapter 9 passes it explicitly.
+        semantics); chapters 9 and 10 train with ``bnlib``'s, so their figures
+        come from the formulas the book derives.
     """
     try:
         from .nn import BatchNorm1d
@@ -101,7 +103,8 @@ def make_mlp(
         paper's Figure 1.
     out_features : int, default=10
         Number of classes (the output layer gives logits).
-    activation : {"sigmoid", "tanh", "relu"}, default="sigmoid"
+    activation : {"sigmoid", "tanh", "relu", "linear"}, default="sigmoid"
+        ``"linear"`` puts ``nn.Identity`` in the activation's place.
     batchnorm : bool, default=False
         Put a BN layer between each hidden ``Linear`` and its activation. The
         hidden ``Linear`` layers then have no bias: BN's ``beta`` takes its
@@ -620,3 +623,199 @@ def steps_to_reach(history: History, threshold: float, metric: str = "test_accur
         raise ValueError(f"{metric!r} is not recorded at the evaluation steps")
     hits = np.flatnonzero(values >= threshold)
     return int(history.eval_steps[hits[0]]) if hits.size else None
+
+
+# --------------------------------------------------------------------------------------
+# Many small runs at once
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class StackedResult:
+    """What :func:`train_stacked` measured, one row per model.
+
+    Attributes
+    ----------
+    train_loss : ndarray of shape (n_models, n_steps)
+        Mini-batch loss of every model at every step (NaN after a model diverged).
+    test_accuracy, train_accuracy, test_loss, train_eval_loss : ndarray of shape (n_models,)
+        At the end of training, in eval mode; a diverged model counts as chance
+        level with infinite loss, as in :func:`train`.
+    diverged : ndarray of bool, shape (n_models,)
+    config : dict
+    seconds : float
+    """
+
+    train_loss: np.ndarray
+    test_accuracy: np.ndarray
+    train_accuracy: np.ndarray
+    test_loss: np.ndarray
+    train_eval_loss: np.ndarray
+    diverged: np.ndarray
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _layout(module):
+    """What must agree between stacked models: type, parameter shapes, bias or not."""
+    return (type(module), tuple((name, tuple(p.shape)) for name, p in module.named_parameters()))
+
+
+class _Stacked(nn.Module):
+    """``K`` copies of one :func:`make_mlp` architecture, evaluated side by side.
+
+    Linear weights are stacked into ``(K, out, in)`` tensors and applied with one
+    batched matrix product; each BN layer of width ``C`` becomes one BN layer of
+    width ``K * C`` (per-channel statistics keep the models independent);
+    activations act elementwise. Input and output have shape ``(K, batch, features)``.
+    """
+
+    def __init__(self, models):
+        super().__init__()
+        first = models[0]
+        layouts = {tuple(_layout(m) for m in model) for model in models}
+        if len(layouts) != 1:
+            raise ValueError("train_stacked needs models of one architecture (module types, "
+                             f"shapes and biases); got {len(layouts)} different ones")
+        self.kinds, self.weights, self.biases = [], nn.ParameterList(), nn.ParameterList()
+        self.norms, self.activations = nn.ModuleList(), nn.ModuleList()
+        for position, module in enumerate(first):
+            same = [m[position] for m in models]
+            if isinstance(module, nn.Linear):
+                self.kinds.append(("linear", len(self.weights)))
+                self.weights.append(torch.stack([m.weight.detach() for m in same]).clone())
+                bias = [m.bias for m in same]
+                self.biases.append(None if bias[0] is None else
+                                   torch.stack([b.detach() for b in bias]).clone())
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                self.kinds.append(("norm", len(self.norms)))
+                wide = type(module)(module.num_features * len(models), eps=module.eps,
+                                    momentum=module.momentum)
+                with torch.no_grad():
+                    wide.weight.copy_(torch.cat([m.weight for m in same]))
+                    wide.bias.copy_(torch.cat([m.bias for m in same]))
+                self.norms.append(wide)
+            else:
+                self.kinds.append(("activation", len(self.activations)))
+                self.activations.append(module)
+
+    def forward(self, x):
+        n_models, batch = x.shape[:2]
+        for kind, k in self.kinds:
+            if kind == "linear":
+                bias = self.biases[k]
+                x = torch.bmm(x, self.weights[k].transpose(1, 2))
+                x = x if bias is None else x + bias[:, None, :]
+            elif kind == "norm":  # (K, N, C) -> (N, K*C): channel k*C + c is model k's unit c
+                wide = x.transpose(0, 1).reshape(batch, -1)
+                x = self.norms[k](wide).reshape(batch, n_models, -1).transpose(0, 1)
+            else:
+                x = self.activations[k](x)
+        return x
+
+
+@torch.no_grad()
+def _evaluate_stacked(stacked, x, y):
+    n_models = len(stacked.weights[0])
+    logits = stacked(x.expand(n_models, *x.shape))
+    losses = nn.functional.cross_entropy(
+        logits.flatten(0, 1), y.repeat(n_models), reduction="none").view(n_models, -1)
+    correct = (logits.argmax(dim=2) == y).double().mean(dim=1)
+    return losses.double().mean(dim=1).numpy(), correct.numpy()
+
+
+def train_stacked(models, data, *, steps, batch_size, lrs, seeds, train_eval_size=None):
+    """Train several :func:`make_mlp` models of one architecture at once, with plain SGD.
+
+    Model ``k`` follows exactly the rule of :func:`train` with learning rate
+    ``lrs[k]`` and batch order from seed ``seeds[k]``: same mini-batches, same
+    updates, up to float32 rounding. The models run side by side in one batched
+    network, so a step of ``K`` small models costs little more than a step of one
+    (at small batches, Python overhead dominates). The models themselves are not
+    changed.
+
+    Parameters
+    ----------
+    models : sequence of torch.nn.Sequential
+        From :func:`make_mlp`, all with the same architecture (BN layers of any
+        class with torch's ``_BatchNorm`` interface, e.g. ``bnlib.nn.BatchNorm1d``).
+    data : bnlib.data.Dataset
+    steps, batch_size : int
+    lrs : sequence of float
+        One learning rate per model.
+    seeds : sequence of int
+        One batch-order seed per model, as ``seed`` in :func:`train`.
+    train_eval_size : int, optional
+        As in :func:`train`.
+
+    Returns
+    -------
+    StackedResult
+
+    Notes
+    -----
+    The step minimises ``sum_k lrs[k] * loss_k`` with unit step size: the
+    gradient of each model's parameters is its own loss gradient times its own
+    learning rate, which is what SGD would apply. A model whose loss is not
+    finite stops there: its term is dropped from the sum and it is reported at
+    chance level.
+    """
+    models = list(models)
+    n_models = len(models)
+    if n_models == 0:
+        raise ValueError("train_stacked needs at least one model")
+    lrs = torch.as_tensor([float(lr) for lr in lrs])
+    seeds = [int(s) for s in seeds]
+    if len(lrs) != n_models or len(seeds) != n_models:
+        raise ValueError(f"need one learning rate and one seed per model: {n_models} models, "
+                         f"{len(lrs)} learning rates, {len(seeds)} seeds")
+    if not torch.all(torch.isfinite(lrs) & (lrs > 0)):
+        raise ValueError(f"learning rates must be positive and finite, got {lrs.tolist()}")
+    steps = _check_positive_int("steps", steps)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    x_train, y_train, x_test, y_test = _as_tensors(data, "cpu")
+    if batch_size > x_train.shape[0]:
+        raise ValueError(f"batch_size={batch_size} exceeds the {x_train.shape[0]} training examples")
+    train_eval_size = _MAX_TRAIN_EVAL if train_eval_size is None else _check_positive_int(
+        "train_eval_size", train_eval_size)
+    stacked = _Stacked(models)
+    if stacked.norms and batch_size < 2:
+        raise ValueError("a model with Batch Normalization needs batch_size >= 2 in training")
+    params = [p for p in stacked.parameters() if p.requires_grad]
+    orders = [_Batches(x_train.shape[0], batch_size, torch.Generator().manual_seed(s), "cpu")
+              for s in seeds]
+    alive = torch.ones(n_models, dtype=torch.bool)
+    losses = np.full((n_models, steps), np.nan)
+    start = time.perf_counter()
+    stacked.train()
+    for step in range(steps):
+        idx = torch.stack([order.next() for order in orders])  # (K, batch)
+        logits = stacked(x_train[idx])
+        loss = nn.functional.cross_entropy(
+            logits.flatten(0, 1), y_train[idx].flatten(), reduction="none"
+        ).view(n_models, batch_size).mean(dim=1)
+        alive &= torch.isfinite(loss.detach())
+        losses[:, step] = torch.where(alive, loss.detach(), torch.nan).numpy()
+        if not alive.any():
+            break
+        for p in params:
+            p.grad = None
+        torch.where(alive, lrs * loss, 0.0).sum().backward()
+        with torch.no_grad():
+            torch._foreach_sub_(params, [p.grad for p in params])
+    stacked.eval()
+    test_loss, test_acc = _evaluate_stacked(stacked, x_test, y_test)
+    train_loss, train_acc = _evaluate_stacked(
+        stacked, x_train[:train_eval_size], y_train[:train_eval_size])
+    dead = ~alive.numpy()
+    n_classes = logits.shape[-1]
+    for values, fill in ((test_acc, 1.0 / n_classes), (train_acc, 1.0 / n_classes),
+                         (test_loss, np.inf), (train_loss, np.inf)):
+        values[dead] = fill
+    return StackedResult(
+        train_loss=losses, test_accuracy=test_acc, train_accuracy=train_acc,
+        test_loss=test_loss, train_eval_loss=train_loss, diverged=dead,
+        config=dict(steps=steps, batch_size=batch_size, lrs=lrs.tolist(), seeds=seeds,
+                    train_eval_size=int(min(train_eval_size, x_train.shape[0]))),
+        seconds=time.perf_counter() - start,
+    )

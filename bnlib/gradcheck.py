@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_float_array
+from ._checks import as_float_array, check_finite, check_positive
 
 __all__ = ["numerical_gradient", "relative_error"]
 
@@ -22,11 +22,21 @@ def numerical_gradient(f, x, dout, h=1e-5):
     dout : ndarray of the shape of ``f(x)``
         Upstream gradient, the weights of the scalar ``sum(f(x) * dout)``.
     h : float, default 1e-5
-        Step of the central difference.
+        Step of the central difference, a positive finite number.
 
     Returns
     -------
     dx : ndarray of the shape of ``x``, float64
+
+    Raises
+    ------
+    TypeError
+        ``f`` is not callable, or returns something other than one array of
+        real numbers (a tuple such as ``(y, cache)``: pass
+        ``lambda z: forward(z, ...)[0]``; ``None``: a missing ``return``).
+    ValueError
+        ``f(x)`` and ``dout`` differ in shape, or ``x``, ``dout`` or a value of
+        ``f`` near ``x`` is NaN or infinite.
 
     Notes
     -----
@@ -46,18 +56,21 @@ def numerical_gradient(f, x, dout, h=1e-5):
     """
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
-    if not h > 0:
-        raise ValueError(f"h must be a positive step, got {h!r}")
-    probe = np.array(as_float_array(x), dtype=np.float64, copy=True)
-    dout = np.asarray(dout, dtype=np.float64)
+    h = check_positive(h, "h")
+    # C order, so that probe.reshape(-1) below is a view whatever x's layout
+    probe = np.array(as_float_array(x), dtype=np.float64, order="C", copy=True)
+    check_finite(probe, "x")
+    dout = as_float_array(dout, "dout").astype(np.float64, copy=False)
+    check_finite(dout, "dout")
 
     def loss(z):
-        out = np.asarray(f(z.copy()), dtype=np.float64)
+        out = _output_of(f, z.copy())
         if out.shape != dout.shape:
             raise ValueError(
                 f"dout must have the shape of f(x), {out.shape}, got shape {dout.shape}"
             )
-        return np.sum(out * dout)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are reported below
+            return np.sum(out * dout)
 
     grad = np.zeros_like(probe)
     flat = probe.reshape(-1)  # a view: writing flat[i] moves probe
@@ -69,8 +82,32 @@ def numerical_gradient(f, x, dout, h=1e-5):
         flat[i] = old - h
         minus = loss(probe)
         flat[i] = old
-        gflat[i] = (plus - minus) / (2.0 * h)
+        with np.errstate(over="ignore", invalid="ignore"):
+            gflat[i] = (plus - minus) / (2.0 * h)
+    if not np.isfinite(grad).all():
+        raise ValueError(
+            f"f has NaN or infinite values within h={h!r} of x (or they overflow when "
+            f"weighted by dout): the central differences are not finite"
+        )
     return grad
+
+
+def _output_of(f, z):
+    """``f(z)`` as a float64 array, or an error naming ``f`` and what it returned."""
+    out = f(z)
+    name = getattr(f, "__name__", type(f).__name__)
+    if out is None:
+        raise TypeError(
+            f"f ({name}) must return an array shaped like dout, got None "
+            f"(a function without a return statement?)"
+        )
+    if isinstance(out, tuple):
+        raise TypeError(
+            f"f ({name}) must return one array shaped like dout, got a tuple of "
+            f"{len(out)} items; for a function returning (y, cache), differentiate "
+            f"lambda z: forward(z, ...)[0]"
+        )
+    return as_float_array(out, f"f(x) (the value of {name})").astype(np.float64, copy=False)
 
 
 def relative_error(a, b):
@@ -79,6 +116,8 @@ def relative_error(a, b):
     Parameters
     ----------
     a, b : array_like of the same shape
+        Finite real numbers. One array each: a tuple of several gradients
+        (``(dx, dgamma, dbeta)``) is a ``TypeError``; compare them one at a time.
 
     Returns
     -------
@@ -98,10 +137,26 @@ def relative_error(a, b):
     >>> round(relative_error([1.0], [1.1]), 4)
     0.0476
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = _gradient_array(a, "a")
+    b = _gradient_array(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     if a.size == 0:
         return 0.0
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+    # Halving both (exact) keeps |a - b| and |a| + |b| finite near float64's
+    # largest value; the ratio is unchanged, the floor halves with them.
+    a, b = a / 2, b / 2
+    return float(np.max(np.abs(a - b) / np.maximum(0.5e-8, np.abs(a) + np.abs(b))))
+
+
+def _gradient_array(g, name):
+    """One gradient as a finite float64 array; several gradients at once are an error."""
+    if isinstance(g, (tuple, list)) and any(isinstance(v, np.ndarray) for v in g):
+        raise TypeError(
+            f"{name} must be one array, got a {type(g).__name__} of {len(g)} arrays; "
+            f"compare gradients one at a time, e.g. "
+            f"max(relative_error(p, q) for p, q in zip(a, b))"
+        )
+    g = as_float_array(g, name).astype(np.float64, copy=False)
+    check_finite(g, name)
+    return g

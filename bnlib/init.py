@@ -9,6 +9,7 @@ float64 (default) or float32.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -44,6 +45,16 @@ def _check_shape(shape):
             f"shape must be a non-negative int or a tuple of them, got {shape!r}"
         )
     return tuple(int(d) for d in dims)
+
+
+def _check_weights_fit(w, name, value):
+    """``w``, or a ``ValueError`` when a too large ``name=value`` overflowed its dtype."""
+    if not np.isfinite(w).all():
+        raise ValueError(
+            f"{name}={value!r} is too large for {w.dtype}: weights drawn with it exceed "
+            f"the largest {w.dtype} value, {np.finfo(w.dtype).max:.3g}"
+        )
+    return w
 
 
 def _check_fan(fan, name):
@@ -118,11 +129,18 @@ def gaussian(shape, std, rng, dtype=np.float64):
     >>> gaussian((3, 4), std=0.01, rng=np.random.default_rng(0)).shape
     (3, 4)
     """
-    shape = _check_shape(shape)
     std = check_eps(std, "std")
+    return _normal(shape, std, rng, dtype, culprit=("std", std))
+
+
+def _normal(shape, std, rng, dtype, culprit):
+    """N(0, std^2) draws; ``culprit`` names the argument that set ``std``, for errors."""
+    shape = _check_shape(shape)
     rng = _check_rng(rng)
     dtype = check_float_dtype(dtype)
-    return rng.standard_normal(shape, dtype=dtype) * dtype.type(std)
+    with np.errstate(over="ignore", invalid="ignore"):
+        w = np.asarray(rng.standard_normal(shape, dtype=dtype) * np.asarray(std, dtype=dtype))
+    return _check_weights_fit(w, *culprit)
 
 
 def xavier_normal(fan_in, fan_out, rng, gain=1.0, dtype=np.float64):
@@ -162,8 +180,8 @@ def xavier_normal(fan_in, fan_out, rng, gain=1.0, dtype=np.float64):
     fan_in = _check_fan(fan_in, "fan_in")
     fan_out = _check_fan(fan_out, "fan_out")
     gain = check_eps(gain, "gain")
-    std = gain * np.sqrt(2.0 / (fan_in + fan_out))
-    return gaussian((fan_out, fan_in), std, rng, dtype=dtype)
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    return _normal((fan_out, fan_in), std, rng, dtype, culprit=("gain", gain))
 
 
 def xavier_uniform(fan_in, fan_out, rng, gain=1.0, dtype=np.float64):
@@ -206,9 +224,11 @@ def xavier_uniform(fan_in, fan_out, rng, gain=1.0, dtype=np.float64):
     gain = check_eps(gain, "gain")
     rng = _check_rng(rng)
     dtype = check_float_dtype(dtype)
-    bound = gain * np.sqrt(6.0 / (fan_in + fan_out))
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     u = rng.random((fan_out, fan_in), dtype=dtype)
-    return (2 * u - 1) * dtype.type(bound)
+    with np.errstate(over="ignore", invalid="ignore"):
+        w = (2 * u - 1) * np.asarray(bound, dtype=dtype)
+    return _check_weights_fit(w, "gain", gain)
 
 
 def he_normal(fan_in, fan_out, rng, dtype=np.float64):

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .nn import BatchNorm1d
+
 __all__ = [
     "NOISE_MEAN_RANGE",
     "NOISE_SCALE_RANGE",
@@ -184,13 +186,14 @@ class NoiseOnly(nn.Module):
         )
 
 
-class NoisyBatchNorm1d(nn.BatchNorm1d):
-    """``torch.nn.BatchNorm1d`` followed by :class:`NoiseOnly`: Santurkar et al.'s "noisy BN".
+class NoisyBatchNorm1d(BatchNorm1d):
+    """:class:`bnlib.nn.BatchNorm1d` followed by :class:`NoiseOnly`: Santurkar et al.'s "noisy BN".
 
-    The BatchNorm part is torch's own (same arguments, parameters, buffers and
-    train/eval behaviour); its output then passes through the non-stationary
-    noise, which is drawn in training mode only. In eval mode the module is
-    exactly ``torch.nn.BatchNorm1d`` in eval mode.
+    The BatchNorm part is ``bnlib``'s drop-in replacement for
+    ``torch.nn.BatchNorm1d`` (same arguments, parameters, buffers and
+    train/eval behaviour, ``bnlib``'s formulas); its output then passes through
+    the non-stationary noise, which is drawn in training mode only. In eval
+    mode the module is exactly BatchNorm in eval mode.
 
     Parameters
     ----------

@@ -12,9 +12,19 @@ import numbers
 
 import numpy as np
 
-from bnlib._checks import check_2d, check_eps
+from bnlib._checks import check_2d, check_eps, check_no_overflow
 
 __all__ = ["center", "standardize", "min_max_scale"]
+
+
+def _peak_exponent(x, axis=0):
+    """Exponent ``e`` with ``max|x| / 2**e`` in ``[0.5, 1)`` (``e = 0`` for all zeros).
+
+    ``np.ldexp(x, -e)`` divides by a power of two, which is exact (no digit of
+    the data changes): it only keeps sums and squares away from overflow near
+    the top of the dtype's range and from underflow near its bottom.
+    """
+    return np.frexp(np.abs(x).max(axis=axis))[1]
 
 
 def _column_mean(x):
@@ -22,9 +32,12 @@ def _column_mean(x):
 
     NumPy sums along axis 0 one row at a time (pairwise summation only helps
     along the contiguous axis), so a float32 accumulator loses digits on long
-    columns with a large offset.
+    columns with a large offset. The sum is taken of ``x / 2**e`` (see
+    :func:`_peak_exponent`) so that float64 data near 1e308 does not overflow it.
     """
-    return np.mean(x, axis=0, dtype=np.float64).astype(x.dtype, copy=False)
+    e = _peak_exponent(x)
+    mean = np.mean(np.ldexp(x, -e), axis=0, dtype=np.float64)
+    return np.ldexp(mean, e).astype(x.dtype, copy=False)
 
 
 def center(x):
@@ -45,6 +58,10 @@ def center(x):
     ``y[:, j] = x[:, j] - mean(x[:, j])``. Centring is the first of the five
     operations (centring, scaling, decorrelating, standardising, whitening).
 
+    A centred value can be up to ``max - min`` of its column, twice the
+    largest ``|x|``: float32 data spanning ``-3e38`` to ``3e38`` has centred
+    values float32 cannot hold, and that is a ``ValueError``.
+
     Examples
     --------
     >>> import numpy as np
@@ -54,7 +71,9 @@ def center(x):
            [ 1.,  5.]])
     """
     x = check_2d(x, what="Centring")
-    return x - _column_mean(x)
+    with np.errstate(over="ignore"):
+        y = x - _column_mean(x)
+    return check_no_overflow(y, "Centring")
 
 
 def standardize(x, eps=0.0):
@@ -83,7 +102,10 @@ def standardize(x, eps=0.0):
 
     The variance is computed from the centred values (two passes), never as
     ``E[x^2] - E[x]^2``, so a large common offset does not cancel it away;
-    means are accumulated in float64 even for float32 data.
+    means are accumulated in float64 even for float32 data. Each column is
+    first divided by a power of two near its largest ``|x|`` (exact, and it
+    cancels in the ratio), so data near the top or bottom of the dtype's range
+    neither overflows nor underflows.
 
     A constant column (all values exactly equal) becomes all zeros instead of
     ``0/0 = NaN``.
@@ -99,7 +121,9 @@ def standardize(x, eps=0.0):
     """
     x = check_2d(x, what="Standardisation")
     eps = check_eps(eps)
-    centred = x - _column_mean(x)
+    e = _peak_exponent(x)
+    scaled = np.ldexp(x, -e)  # x / 2**e, exactly; |scaled| < 1
+    centred = scaled - _column_mean(scaled)
     # Exact test on the raw data: the mean of identical floats need not equal
     # them, so the centred values of a constant column can be tiny non-zeros.
     constant = x.max(axis=0) == x.min(axis=0)
@@ -112,17 +136,19 @@ def standardize(x, eps=0.0):
     ratio = np.mean(u * u, axis=0, dtype=np.float64)
     ratio[constant] = 1
     if eps > 0:
+        # eps / (peak * 2**e)**2: eps in the units of u
         peak64 = peak.astype(np.float64)
         with np.errstate(over="ignore", under="ignore", divide="ignore"):
-            ratio = ratio + eps / (peak64 * peak64)
+            ratio = ratio + np.ldexp(eps / (peak64 * peak64), -2 * e)
     # (x - mu) / sqrt(var + eps) = u / sqrt(var / peak**2 + eps / peak**2)
-    y = u / np.sqrt(ratio).astype(x.dtype)
+    with np.errstate(over="ignore"):  # eps beyond float32 against the spread: y rounds to 0
+        y = u / np.sqrt(ratio).astype(x.dtype)
     y[:, constant] = 0
     return y
 
 
-def _check_feature_range(feature_range):
-    """Return ``(low, high)`` as floats after checking ``low < high``."""
+def _check_feature_range(feature_range, dtype):
+    """Return ``(low, high)`` as floats after checking ``low < high``, both within ``dtype``."""
     try:
         n = len(feature_range)
     except TypeError:
@@ -148,6 +174,13 @@ def _check_feature_range(feature_range):
         raise ValueError(
             "feature_range must satisfy low < high, got "
             f"low={low!r}, high={high!r}"
+        )
+    with np.errstate(over="ignore"):
+        fits = np.isfinite(np.array([low, high], dtype=dtype)).all()
+    if not fits:
+        raise ValueError(
+            f"feature_range {feature_range!r} lies beyond the range of x's dtype, "
+            f"{dtype}, whose largest value is {np.finfo(dtype).max:.3g}"
         )
     return low, high
 
@@ -175,6 +208,12 @@ def min_max_scale(x, feature_range=(0.0, 1.0)):
     (``max_j == min_j``) maps to ``low``. One outlier sets ``min_j`` or
     ``max_j`` and squeezes every other value of its column together.
 
+    Computed as ``u = (x - min) / (max - min)`` in ``[0, 1]``, then
+    ``y = low * (1 - u) + high * u``; each column is first divided by a
+    power of two near its largest ``|x|`` (exact, and it cancels in ``u``),
+    so ``max - min`` does not overflow even for float32 data spanning
+    ``-3e38`` to ``3e38``.
+
     Examples
     --------
     >>> import numpy as np
@@ -187,12 +226,15 @@ def min_max_scale(x, feature_range=(0.0, 1.0)):
     array([[-1.],
            [ 1.]])
     """
-    low, high = _check_feature_range(feature_range)
     x = check_2d(x, what="Min-max scaling")
-    x_min = x.min(axis=0)
-    data_range = x.max(axis=0) - x_min
+    low, high = _check_feature_range(feature_range, x.dtype)
+    scaled = np.ldexp(x, -_peak_exponent(x))  # x / 2**e, exactly; |scaled| < 1
+    x_min = scaled.min(axis=0)
+    data_range = scaled.max(axis=0) - x_min
     constant = data_range == 0
     # (x - min) / range lies in [0, 1]; forming (high - low) / range first
     # would overflow for a subnormal range.
-    unit = (x - x_min) / np.where(constant, 1, data_range)
-    return unit * (high - low) + low
+    unit = (scaled - x_min) / np.where(constant, 1, data_range)
+    # a convex combination of low and high: unlike low + u * (high - low), it
+    # cannot overflow when low and high are near the ends of the dtype's range
+    return low * (1 - unit) + high * unit

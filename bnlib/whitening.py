@@ -16,14 +16,21 @@ Conventions, stated once for the whole module:
   eigenvector's sign is fixed so that its entry of largest absolute value is
   positive (the first such entry on ties), so results are deterministic;
 * statistics and decompositions are computed in float64 and the results cast
-  back to ``x``'s dtype (float32 in, float32 out).
+  back to ``x``'s dtype (float32 in, float32 out);
+* ``x`` is first divided by a power of two ``2**e`` near its largest ``|x|``
+  (or near ``sqrt(eps)`` if that is larger: the two magnitudes that meet in
+  ``Sigma + eps I``), which is exact (no digit changes), so that squares
+  neither overflow nor underflow; results are scaled back
+  (``Sigma_x = 4**e Sigma_u``, ``eps_u = eps / 4**e``, ``W_x = W_u / 2**e``).
+  A result that the dtype cannot hold (the covariance of float32 data beyond
+  about 1.8e19) is a ``ValueError``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bnlib._checks import check_2d, check_eps
+from bnlib._checks import check_2d, check_eps, check_no_overflow
 
 __all__ = [
     "covariance",
@@ -34,6 +41,13 @@ __all__ = [
 ]
 
 WHITENING_METHODS = ("pca", "zca", "cholesky")
+
+
+def _scaled(x, eps=0.0):
+    """``(u, e)``: ``x`` in float64 divided by ``2**e`` (exactly), ``max|u| < 1``, ``eps / 4**e < 1``."""
+    x64 = x.astype(np.float64, copy=False)
+    e = int(np.frexp(max(np.abs(x64).max(), np.sqrt(eps)))[1])
+    return np.ldexp(x64, -e), e
 
 
 def _centred_covariance(x64):
@@ -61,18 +75,29 @@ def _sorted_eigh(cov):
     return eigvals, eigvecs * signs
 
 
-def _check_invertible(eigvals, eps):
-    """Refuse to invert a (numerically) singular covariance when ``eps == 0``."""
-    if eps > 0:
-        return
+def _check_invertible(eigvals, eps_u, eps):
+    """Refuse to invert a (numerically) singular ``Sigma + eps I``.
+
+    ``eigvals`` and ``eps_u`` are in the units of the scaled data. An ``eps``
+    below the round-off of the largest eigenvalue does not make a singular
+    covariance invertible.
+    """
     tol = max(eigvals[0], np.finfo(np.float64).tiny) * eigvals.size * np.finfo(np.float64).eps
-    if eigvals[-1] <= tol:
+    if eigvals[-1] + eps_u > tol:
+        return
+    if eps > 0:
         raise ValueError(
-            "Whitening with eps=0 needs an invertible covariance, got a singular "
-            f"one (eigenvalues from {eigvals[0]:.3g} down to {eigvals[-1]:.3g}; "
-            "a constant or linearly dependent feature, or fewer samples than "
-            "features). Pass eps > 0, e.g. the default eps=1e-5."
+            f"Whitening needs an invertible Sigma + eps * I, but eps={eps!r} vanishes "
+            "against the scale of x and its covariance is singular (a constant or "
+            "linearly dependent feature, or fewer samples than features). Rescale x "
+            "or pass a larger eps."
         )
+    raise ValueError(
+        "Whitening with eps=0 needs an invertible covariance, got a singular "
+        f"one (eigenvalues from {eigvals[0]:.3g} down to {eigvals[-1]:.3g} after "
+        "scaling x to max |x| < 1; a constant or linearly dependent feature, or "
+        "fewer samples than features). Pass eps > 0, e.g. the default eps=1e-5."
+    )
 
 
 def covariance(x):
@@ -103,8 +128,11 @@ def covariance(x):
            [2., 4.]])
     """
     x = check_2d(x, what="Covariance")
-    _, cov = _centred_covariance(x.astype(np.float64, copy=False))
-    return cov.astype(x.dtype, copy=False)
+    u, e = _scaled(x)
+    _, cov_u = _centred_covariance(u)
+    with np.errstate(over="ignore"):
+        cov = np.ldexp(cov_u, 2 * e).astype(x.dtype, copy=False)
+    return check_no_overflow(cov, "The covariance")
 
 
 def whitening_matrix(x, method="zca", eps=1e-5):
@@ -168,29 +196,45 @@ def whitening_matrix(x, method="zca", eps=1e-5):
     return _whitening_matrix(x, method, eps)
 
 
-def _whitening_matrix(x, method, eps):
-    """:func:`whitening_matrix` on an already validated float array."""
-    mean, cov = _centred_covariance(x.astype(np.float64, copy=False))
+def _unit_whitening_matrix(u, method, eps_u, eps):
+    """Whitening matrix and mean of scaled float64 data ``u`` (see the module's notes)."""
+    mean, cov = _centred_covariance(u)
     eigvals, eigvecs = _sorted_eigh(cov)
-    _check_invertible(eigvals, eps)
+    _check_invertible(eigvals, eps_u, eps)
     if method == "cholesky":
-        chol = np.linalg.cholesky(cov + eps * np.eye(cov.shape[0]))
+        chol = np.linalg.cholesky(cov + eps_u * np.eye(cov.shape[0]))
         # The inverse of a lower-triangular matrix is lower-triangular; tril
         # removes the round-off that a general inverse leaves above the diagonal.
         W = np.tril(np.linalg.inv(chol))
     else:
-        inv_sqrt = 1.0 / np.sqrt(eigvals + eps)
+        inv_sqrt = 1.0 / np.sqrt(eigvals + eps_u)
         W = inv_sqrt[:, None] * eigvecs.T
         if method == "zca":
             W = eigvecs @ W
             W = (W + W.T) / 2
-    return W.astype(x.dtype, copy=False), mean.astype(x.dtype, copy=False)
+    return W, mean
+
+
+def _whitening_matrix(x, method, eps):
+    """:func:`whitening_matrix` on an already validated float array."""
+    u, e = _scaled(x, eps)
+    # Sigma_x + eps I = 4**e (Sigma_u + eps / 4**e I), so W_x = W_u / 2**e
+    W, mean = _unit_whitening_matrix(u, method, np.ldexp(eps, -2 * e), eps)
+    with np.errstate(over="ignore", under="ignore"):
+        W = np.ldexp(W, -e).astype(x.dtype, copy=False)
+    check_no_overflow(W, "The whitening matrix")
+    return W, np.ldexp(mean, e).astype(x.dtype, copy=False)
 
 
 def _whiten(x, method, eps):
     x = check_2d(x, min_samples=2, what="Whitening")
-    W, mean = _whitening_matrix(x, method, check_eps(eps))
-    return (x - mean) @ W.T
+    eps = check_eps(eps)
+    u, e = _scaled(x, eps)
+    # (x - mean_x) @ W_x.T = (u - mean_u) @ W_u.T: the scale cancels
+    W, mean = _unit_whitening_matrix(u, method, np.ldexp(eps, -2 * e), eps)
+    with np.errstate(over="ignore"):
+        y = ((u - mean) @ W.T).astype(x.dtype, copy=False)
+    return check_no_overflow(y, "Whitening")
 
 
 def pca_whiten(x, eps=1e-5):
@@ -297,6 +341,9 @@ def decorrelate(x):
            [0., 0.]])
     """
     x = check_2d(x, min_samples=2, what="Decorrelation")
-    mean, cov = _centred_covariance(x.astype(np.float64, copy=False))
+    u, e = _scaled(x)
+    mean, cov = _centred_covariance(u)
     _, eigvecs = _sorted_eigh(cov)
-    return (x - mean.astype(x.dtype)) @ eigvecs.astype(x.dtype, copy=False)
+    with np.errstate(over="ignore"):
+        y = np.ldexp((u - mean) @ eigvecs, e).astype(x.dtype, copy=False)
+    return check_no_overflow(y, "Decorrelation")

@@ -1,50 +1,78 @@
-"""Make the first code cell of every chapter the one that installs what Colab lacks.
-
-Colab opens a single ``.ipynb`` without the repository, so a chapter must install ``bnlib``
-itself. Its first code cell does that when (and only when) something is missing; where the
-packages are installed (a local ``make lab``, Binder, the book build) it does nothing. The cell
-is tagged ``remove-cell``, so the website never shows it.
-
-The repository URL and branch come from ``_config.yml`` (``repository.url``/``branch``), the one
-place they are set. The script is idempotent: it replaces an existing install cell (any
-``remove-cell`` code cell that pip-installs ``bnlib``) by the canonical one and leaves every
-other cell as it is.
+"""Keep every chapter source in shape for Colab and for JupyterLab.
 
     python scripts/add_install_cell.py                  # every chapter in _toc.yml
     python scripts/add_install_cell.py chapters/09_*.md # some chapters
     python scripts/add_install_cell.py --check          # exit 1 if a chapter needs the update
+
+Two things, both idempotent (``make notebooks`` runs this first):
+
+1. **The install cell.** Colab opens a single ``.ipynb`` without the repository, so a chapter
+   installs what Colab lacks itself: its first code cell installs each missing package with its
+   own ``pip`` call (so one failure names its package), and does nothing where everything is
+   installed (a local ``make lab``, Binder, the book build). When the repository cannot be
+   reached it stops with one sentence saying what to do (Binder, or ``pip install`` a downloaded
+   copy) instead of a ``CalledProcessError`` and git's traceback. The cell is tagged
+   ``remove-cell``: the website never shows it, and the notebook edition collapses it. The
+   repository URL and branch come from ``_config.yml`` (``repository.url``/``branch``), the one
+   place they are set. An existing install cell (any ``remove-cell`` code cell that pip-installs
+   ``bnlib``) is replaced by the current one.
+
+2. **The form JupyterLab saves.** JupyterLab opens a chapter ``.md`` through jupytext and saves it
+   with jupytext's writer and the repository's ``jupytext.toml``. A chapter already in that form
+   is saved byte for byte unchanged; anything else (a ``caption: |`` block, which jupytext's YAML
+   writer re-flows into a quoted string) would be rewritten by the first autosave. So the chapter
+   is written here as that writer writes it: captions on one logical line (YAML folds it),
+   and the kernelspec of ipykernel's ``python3`` kernel (``KERNELSPEC``), which JupyterLab puts
+   into the notebook when the kernel starts.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
+import jupytext
+import nbformat
 import yaml
+from jupytext.config import load_jupytext_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CELL_TEMPLATE = """\
-```{{code-cell}} ipython3
-:tags: [remove-cell]
+# What JupyterLab writes into a notebook's metadata when ipykernel's python3 kernel starts, in its
+# key order (jupytext keeps the order; tests/test_notebooks.py checks it against the kernel's spec).
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+INSTALL_TAG = "remove-cell"
 
-# Colab opens this notebook alone: install what is missing (a no-op where all is installed).
+INSTALL_TEMPLATE = '''\
+# Colab opens this notebook alone: install what it lacks, one package at a time
+# (nothing happens where everything is installed).
 import importlib.util
 import subprocess
 import sys
 
-_needed = {{"bnlib": "bnlib[viz] @ git+{url}@{branch}",
+REPOSITORY = "{url}"  # set in the book's _config.yml
+_needed = {{"bnlib": f"bnlib[viz] @ git+{{REPOSITORY}}@{branch}",
            "myst_nb": "myst-nb<2", "sklearn": "scikit-learn"}}
-_missing = [pip for module, pip in _needed.items() if importlib.util.find_spec(module) is None]
-if _missing:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *_missing], check=True)
-    importlib.invalidate_caches()
-```
-"""
 
-CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n.*?^```[ \t]*\n", re.S | re.M)
+
+class InstallError(Exception):
+    def _render_traceback_(self):  # IPython shows this sentence instead of a traceback
+        return [str(self)]
+
+
+for _module, _package in _needed.items():
+    if importlib.util.find_spec(_module) is None:
+        _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", _package],
+                              capture_output=True, text=True)
+        if _pip.returncode != 0:
+            _what = f"bnlib from {{REPOSITORY}}" if _module == "bnlib" else _package
+            raise InstallError(
+                f"Could not install {{_what}} (no connection?): open this chapter with the Binder "
+                f"button instead, or download the repository and run "
+                f"`pip install \\"<its folder>[viz]\\"` in this notebook's environment.")
+        importlib.invalidate_caches()
+'''
 
 
 def repository(root: Path = ROOT) -> tuple[str, str]:
@@ -57,15 +85,20 @@ def repository(root: Path = ROOT) -> tuple[str, str]:
     return url, branch
 
 
-def install_cell(root: Path = ROOT) -> str:
-    """The canonical install cell, as MyST-Markdown text ending in a newline."""
-    url, branch = repository(root)
-    return CELL_TEMPLATE.format(url=url, branch=branch)
+def install_code(root: Path = ROOT, url: str | None = None, branch: str | None = None) -> str:
+    """The install cell's Python source, for the repository in ``_config.yml`` (or ``url``)."""
+    config_url, config_branch = repository(root)
+    return INSTALL_TEMPLATE.format(url=url or config_url, branch=branch or config_branch).rstrip("\n")
 
 
-def is_install_cell(block: str) -> bool:
-    header = block.split("\n\n", 1)[0]
-    return "remove-cell" in header and "pip" in block and "install" in block and "bnlib" in block
+def is_install_cell(cell) -> bool:
+    return (
+        cell.cell_type == "code"
+        and INSTALL_TAG in cell.metadata.get("tags", [])
+        and "pip" in cell.source
+        and "install" in cell.source
+        and "bnlib" in cell.source
+    )
 
 
 def toc_chapters(root: Path = ROOT) -> list[Path]:
@@ -86,30 +119,43 @@ def toc_chapters(root: Path = ROOT) -> list[Path]:
     return files
 
 
-def with_install_cell(text: str, cell: str) -> str:
-    """``text`` with ``cell`` as its first code cell and no other install cell."""
-    blocks = list(CODE_CELL.finditer(text))
-    if not blocks:
+def jupytext_config(root: Path = ROOT):
+    """The repository's jupytext configuration (``jupytext.toml``), as JupyterLab loads it."""
+    config = load_jupytext_config(str(root / "chapters"))
+    if config is None:
+        raise SystemExit(f"no jupytext configuration found above {root / 'chapters'}")
+    return config
+
+
+def one_line(text: str) -> str:
+    """A caption's text with its line breaks as spaces (paragraph breaks kept)."""
+    paragraphs = [" ".join(p.split()) for p in text.replace("\r\n", "\n").split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def canonical_notebook(nb: nbformat.NotebookNode, code: str) -> nbformat.NotebookNode:
+    """``nb`` with ``code`` as its first code cell, no other install cell, and JupyterLab's form."""
+    # where the first code cell (or the old install cell) stands, before or after removing it
+    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), None)
+    if first_code is None:
         raise ValueError("no code cell: is this a MyST-Markdown notebook?")
-    first = blocks[0]
-    out, pos = [], 0
-    for block in blocks:
-        if block is not first and is_install_cell(block.group(0)):
-            out.append(text[pos:block.start()])
-            pos = block.end()
-            if text.startswith("\n", pos):  # drop the blank line the removed cell leaves
-                pos += 1
-            continue
-        if block is first:
-            out.append(text[pos:block.start()])
-            out.append(cell)
-            if is_install_cell(block.group(0)):
-                pos = block.end()
-            else:
-                out.append("\n")
-                pos = block.start()
-    out.append(text[pos:])
-    return "".join(out)
+    cells = [c for c in nb.cells[:first_code] if not is_install_cell(c)]
+    install = nbformat.v4.new_code_cell(code, metadata={"tags": [INSTALL_TAG]})
+    install.pop("id", None)
+    cells += [install] + [c for c in nb.cells[first_code:] if not is_install_cell(c)]
+    for cell in cells:
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        if isinstance(figure.get("caption"), str):
+            figure["caption"] = one_line(figure["caption"])
+    nb.cells = cells
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    return nb
+
+
+def canonical_text(text: str, code: str, config=None) -> str:
+    """The chapter source ``text`` as JupyterLab would save it, with the current install cell."""
+    nb = canonical_notebook(jupytext.reads(text, fmt="md:myst"), code)
+    return jupytext.writes(nb, fmt="md:myst", config=config or jupytext_config())
 
 
 def main(argv=None) -> int:
@@ -117,17 +163,17 @@ def main(argv=None) -> int:
     parser.add_argument("chapters", nargs="*", type=Path, help="MyST-Markdown chapters (default: those in _toc.yml)")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a chapter needs the update")
     args = parser.parse_args(argv)
-    cell = install_cell()
+    code, config = install_code(), jupytext_config()
     stale = []
     for path in args.chapters or toc_chapters():
         text = path.read_text(encoding="utf-8")
-        new = with_install_cell(text, cell)
+        new = canonical_text(text, code, config)
         if new != text:
             stale.append(path)
             if not args.check:
                 path.write_text(new, encoding="utf-8")
     for path in stale:
-        print(f"{path}: install cell {'out of date' if args.check else 'updated'}")
+        print(f"{path}: {'out of date (run make notebooks)' if args.check else 'updated'}")
     return 1 if args.check and stale else 0
 
 

@@ -195,13 +195,13 @@ def _validate(nb: nbformat.NotebookNode, found: list[Exercise], where: str) -> N
 
 
 def student_notebook(chapter: Path) -> nbformat.NotebookNode:
-    """The chapter without its solutions: what a student runs (starters and self-checks kept)."""
+    """The chapter without its solutions, as a plain notebook (scripts/make_notebooks.py's edition):
+    what a student runs, starters and self-checks kept."""
+    import make_notebooks
+
     chapter_nb = jupytext.read(chapter)
     _validate(chapter_nb, exercises(chapter_nb), chapter.name)
-    nb = strip_solutions(chapter_nb)
-    nb.metadata.pop("jupytext", None)  # a plain notebook, not paired with the chapter's source
-    nb.metadata["bnlib"] = {"student_version_of": chapter.name}
-    return nb
+    return make_notebooks.student_notebook(chapter, nb=strip_solutions(chapter_nb))
 
 
 def nbgrader_source_notebook(chapter: Path, points: int = POINTS_PER_CHECK) -> nbformat.NotebookNode:
@@ -228,8 +228,10 @@ def nbgrader_source_notebook(chapter: Path, points: int = POINTS_PER_CHECK) -> n
             cell.source = f"assert {_check_call(cell.source, ex.label)}"
             cell.metadata["nbgrader"] = _nbgrader_metadata(f"{ex.label}-check{_suffix(n)}", grade=True,
                                                            points=points)
-    nb = strip_solutions(chapter_nb)
-    nb.metadata.pop("jupytext", None)
+    import make_notebooks
+
+    # Rendered as the student edition is (plain markdown, no MyST); nbgrader's cell metadata is kept.
+    nb = make_notebooks.student_notebook(chapter, nb=strip_solutions(chapter_nb))
     nb.metadata["bnlib"] = {"nbgrader_source_of": chapter.name}
     return nb
 

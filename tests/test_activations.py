@@ -154,3 +154,23 @@ def test_inputs_not_modified(fn, x):
 def test_non_real_is_type_error(fn, bad):
     with pytest.raises(TypeError, match="real numbers"):
         fn(bad)
+
+
+# ---------------------------------------------------------------- robustness (issue #16)
+
+
+@pytest.mark.parametrize("func", [sigmoid, tanh, relu, sigmoid_grad, tanh_grad, relu_grad])
+def test_unconvertible_input_names_x(func):
+    with pytest.raises(ValueError, match="x must be an array of real numbers, got a list that is not a rectangular"):
+        func([[1.0, 2.0], [3.0]])
+    with pytest.raises(TypeError, match=r"x must be an array of real numbers, got a Tensor that numpy cannot convert.*requires grad"):
+        func(torch.ones(3, requires_grad=True))
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).maxexp <= 1024, reason="longdouble is float64 here")
+@pytest.mark.parametrize("func", ALL)
+def test_longdouble_beyond_float64_names_x(func):
+    x = np.array([1.0, np.longdouble("1e4000")])
+    with pytest.raises(ValueError, match="x holds values beyond float64's range"):
+        func(x)
+    assert func(np.array([0.5], dtype=np.longdouble)).dtype == np.float64

@@ -42,6 +42,15 @@ def test_book_builds_with_zero_warnings(book):
     print(f"book built from an empty cache in {book.seconds:.1f} s")
 
 
+def test_build_log_has_no_warning_line_at_all(book):
+    # Stricter than Sphinx's -W: kernel logs too ("[IPKernelApp] WARNING | Kernel is running
+    # over TCP without encryption", once per executed chapter, before _ext/bnlib_site.py).
+    if book.reused:
+        pytest.skip("BNLIB_BOOK_HTML is set: testing an existing build, not building")
+    alarming = [line for line in book.log.splitlines() if re.search(r"\bWARNING\b|without encryption", line)]
+    assert not alarming, "the build log warns:\n" + "\n".join(alarming[:20])
+
+
 def test_every_toc_document_has_a_page(book):
     docs = book.docs
     assert docs[0] == "intro"

@@ -61,3 +61,23 @@ def test_chapter_structure(executed):
     assert 2 <= n_exercises <= 4, f"{path.name}: has {n_exercises} exercises, expected 2 to 4"
     assert len(re.findall(r"```\{solution-start\}", text)) == n_exercises
     assert "{glue" in text, f"{path.name}: numbers in the prose must be glued from code"
+
+
+# The reader never sees the names the book's Korean source documents had for the authors (000-004,
+# "the sources", "the paper review"): a claim is attributed to a paper, or described in words.
+UNNAMED_SOURCE = re.compile(
+    r"source 00[0-4]|\b00[0-4], paper|\bthe sources\b|\bof the sources\b|"
+    r"one of (the|this book's|this chapter's) sources|\bthe paper review\b|claim \d+ of the|"
+    r"\bthe source posts?\b|\bthe source's\b|\bsource documents\b",
+    re.I,
+)
+READER_PAGES = [ROOT / f"chapters/{c.stem}.md" for c in CHAPTERS] + [
+    ROOT / name for name in ("intro.md", "notation.md", "glossary.md", "instructors.md")
+]
+
+
+@pytest.mark.parametrize("page", READER_PAGES, ids=lambda p: p.stem)
+def test_no_unnamed_sources_in_the_readers_text(page):
+    text = page.read_text(encoding="utf-8")
+    found = [(text.count("\n", 0, m.start()) + 1, m.group(0)) for m in UNNAMED_SOURCE.finditer(text)]
+    assert not found, f"{page.name}: attribute these to a paper or describe them in words: {found}"

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -420,13 +421,19 @@ def test_an_unreachable_mirror_names_the_file_and_the_mirror(mirror, tmp_path):
     assert list(root.iterdir()) == []
 
 
+SLOW_BYTES_PER_SECOND = 5
+SLOW_SERVER_GIVES_UP = 10.0  # seconds: bounds a handler thread whatever the client does
+
+
 class _MirrorHandler(http.server.BaseHTTPRequestHandler):
-    """Serves the fake files; ``/cut/<name>`` promises the full length but sends half."""
+    """Serves the fake files; ``/cut/<name>`` promises the full length but sends half;
+    ``/slow/<name>`` sends 5 bytes a second; ``/stall/<name>`` sends the headers, then nothing.
+    """
 
     files: dict = {}
 
     def do_GET(self):  # noqa: N802 - the http.server API
-        cut = self.path.startswith("/cut/")
+        mode = self.path.strip("/").split("/")[0]
         name = self.path.rsplit("/", 1)[-1]
         body = self.files.get(name)
         if body is None:
@@ -436,9 +443,29 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/gzip")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if cut else body)
-        if cut:
+        if mode == "slow":
+            self._trickle(body)
+        elif mode == "stall":
+            time.sleep(2.0)  # longer than the client's timeout, well under the test's patience
             self.close_connection = True
+        else:
+            self.wfile.write(body[: len(body) // 2] if mode == "cut" else body)
+            if mode == "cut":
+                self.close_connection = True
+
+    def _trickle(self, body):
+        """One byte every 1/5 s until the body is sent, the client leaves, or 10 s pass."""
+        stop = time.monotonic() + SLOW_SERVER_GIVES_UP
+        self.close_connection = True
+        try:
+            for i in range(len(body)):
+                if time.monotonic() > stop:
+                    return
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(1 / SLOW_BYTES_PER_SECOND)
+        except (BrokenPipeError, ConnectionResetError):
+            return
 
     def log_message(self, *args):  # keep the test output clean
         pass
@@ -531,5 +558,110 @@ def test_load_mnist_missing_files_say_how_to_download(tmp_path):
 def test_load_mnist_rejects_mismatched_labels(mirror, tmp_path):
     root = download_mnist(tmp_path / "mnist", mirror=mirror.url)
     write_idx(root / "t10k-labels-idx1-ubyte.gz", np.array([1, 2], np.uint8), compress=True)
-    with pytest.raises(ValueError, match=r"expected shape \(3,\), one per image"):
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: expected labels of shape \(3,\), one per image"):
         load_mnist(root)
+
+
+# --------------------------------------------------------------------------------------
+# robustness (issue #16): deadlines, corrupt streams, odd files, bad parameters
+# --------------------------------------------------------------------------------------
+
+
+def test_a_slow_mirror_hits_the_overall_deadline(http_mirror, tmp_path):
+    # 5 bytes a second: every read returns within the per-read timeout, so only an
+    # overall deadline can end the download
+    root = tmp_path / "mnist"
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"did not finish within the deadline") as excinfo:
+        download_mnist(root, mirror=http_mirror + "/slow/", timeout=5, deadline=1.0)
+    elapsed = time.monotonic() - start
+    assert 1.0 <= elapsed < 1.0 + 1.5  # one trickled byte (0.2 s) past the deadline, plus load
+    assert "train-images-idx3-ubyte.gz" in str(excinfo.value)
+    assert isinstance(excinfo.value, OSError)
+    assert list(root.iterdir()) == []
+
+
+def test_a_silent_mirror_hits_the_per_read_timeout(http_mirror, tmp_path):
+    root = tmp_path / "mnist"
+    start = time.monotonic()
+    with pytest.raises(OSError, match="Could not download train-images-idx3-ubyte.gz"):
+        download_mnist(root, mirror=http_mirror + "/stall/", timeout=0.5, deadline=60)
+    assert time.monotonic() - start < 0.5 + 1.5
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, value, error, message", [
+    ("timeout", -1, ValueError, "timeout must be a positive finite number, got -1"),
+    ("timeout", 0, ValueError, "timeout must be a positive finite number"),
+    ("timeout", float("nan"), ValueError, "timeout must be a positive finite number"),
+    ("timeout", None, TypeError, "timeout must be a positive real number, got None"),
+    ("deadline", 0.0, ValueError, "deadline must be a positive finite number, got 0.0"),
+    ("deadline", "10", TypeError, "deadline must be a positive real number, got '10'"),
+])
+def test_download_mnist_rejects_bad_timeouts(mirror, tmp_path, name, value, error, message):
+    with pytest.raises(error, match=message):
+        download_mnist(tmp_path / "mnist", mirror=mirror.url, **{name: value})
+    assert not (tmp_path / "mnist").exists()
+
+
+def test_a_corrupt_deflate_stream_names_the_file(tmp_path):
+    compressed = bytearray(gzip.compress(idx_bytes(np.arange(200, dtype=np.uint8))))
+    compressed[10] = 0xFF  # the first deflate block header: an invalid block type
+    path = tmp_path / "bad-idx1-ubyte.gz"
+    path.write_bytes(bytes(compressed))
+    with pytest.raises(ValueError, match=r"bad-idx1-ubyte.gz: the gzip stream is truncated or corrupt") as excinfo:
+        read_idx(path)
+    assert type(excinfo.value.__cause__).__module__ == "zlib"  # numpy/gzip would let zlib.error escape
+
+
+def test_load_mnist_with_a_corrupt_deflate_stream_names_the_file(mirror, tmp_path):
+    root = download_mnist(tmp_path / "mnist", mirror=mirror.url)
+    path = root / "train-labels-idx1-ubyte.gz"
+    compressed = bytearray(path.read_bytes())
+    compressed[10] = 0xFF
+    path.write_bytes(bytes(compressed))
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz: the gzip stream"):
+        load_mnist(root)
+
+
+def test_load_mnist_with_no_images(mirror, tmp_path):
+    root = download_mnist(tmp_path / "mnist", mirror=mirror.url)
+    write_idx(root / "t10k-images-idx3-ubyte.gz", np.zeros((0, 4, 5), np.uint8), compress=True)
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8), compress=True)
+    ds = load_mnist(root)
+    assert ds.x_test.shape == (0, 20) and ds.x_test.dtype == np.float32
+    assert ds.y_test.shape == (0,) and ds.y_test.dtype == np.int64
+    assert ds.x_train.shape == (6, 20)
+
+
+@pytest.mark.parametrize("labels", [[1, 10, 2], [255, 0, 0]])
+def test_load_mnist_rejects_labels_above_9(mirror, tmp_path, labels):
+    root = download_mnist(tmp_path / "mnist", mirror=mirror.url)
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", np.array(labels, np.uint8), compress=True)
+    expected = rf"t10k-labels-idx1-ubyte.gz: expected digit labels 0 to 9, got uint8 values from {min(labels)} to {max(labels)}"
+    with pytest.raises(ValueError, match=expected):
+        load_mnist(root)
+
+
+def test_load_mnist_rejects_labels_that_are_not_integers(mirror, tmp_path):
+    root = download_mnist(tmp_path / "mnist", mirror=mirror.url)
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", np.array([1.0, 2.0, 3.0], np.float32), compress=True)
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: expected digit labels 0 to 9, got float32"):
+        load_mnist(root)
+
+
+@pytest.mark.parametrize("seed", [-1, -(2**40)])
+def test_load_digits_rejects_a_negative_seed(seed):
+    with pytest.raises(ValueError, match=rf"seed must be a non-negative int or a numpy.random.Generator, got {seed}"):
+        load_digits(seed=seed)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: read_idx(123),
+    lambda: read_idx(None),
+    lambda: load_mnist(root=3.5),
+    lambda: download_mnist(root=None),
+])
+def test_paths_of_the_wrong_type_name_the_argument(call):
+    with pytest.raises(TypeError, match=r"(path|root) must be a str or path-like, got"):
+        call()

@@ -94,10 +94,21 @@ def test_default_init_bounds_and_gaussian_std():
         assert torch.count_nonzero(layer.bias) == 0
 
 
-@pytest.mark.parametrize("activation, cls", [("tanh", torch.nn.Tanh), ("relu", torch.nn.ReLU)])
+@pytest.mark.parametrize("activation, cls", [("tanh", torch.nn.Tanh), ("relu", torch.nn.ReLU),
+                                             ("linear", torch.nn.Identity)])
 def test_activations(activation, cls):
     net = model(False, activation=activation)
     assert isinstance(net[1], cls)
+
+
+def test_linear_network_is_one_linear_map():
+    """Without activations the network is the product of its weight matrices (plus biases)."""
+    net = model(False, activation="linear").double()
+    w1, w2, w3 = (layer.weight.detach() for layer in experiments.linear_layers(net))
+    b1, b2, b3 = (layer.bias.detach() for layer in experiments.linear_layers(net))
+    x = torch.randn(5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = x @ (w3 @ w2 @ w1).T + (b1 @ w2.T + b2) @ w3.T + b3
+    torch.testing.assert_close(net(x), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -294,3 +305,56 @@ def test_not_imported_by_bnlib():
     code = "import sys, bnlib; print('torch' in sys.modules, 'bnlib.experiments' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# ------------------------------------------------------------------ train_stacked
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("bn_class", ["torch", "bnlib"])
+def test_stacked_runs_equal_separate_runs(batchnorm, bn_class):
+    """Model k of a stacked run follows train(model_k, lr=lrs[k], seed=seeds[k]) step for step."""
+    if bn_class == "bnlib":
+        bn_layer = pytest.importorskip("bnlib.nn").BatchNorm1d
+    else:
+        bn_layer = torch.nn.BatchNorm1d
+    seeds, lrs = [0, 1, 2], [0.05, 0.2, 0.5]
+    result = experiments.train_stacked(
+        [model(batchnorm, s, bn_layer=bn_layer) for s in seeds], DATA, steps=25,
+        batch_size=8, lrs=lrs, seeds=seeds)
+    assert result.train_loss.shape == (3, 25) and not result.diverged.any()
+    for k, (seed, lr) in enumerate(zip(seeds, lrs)):
+        history = experiments.train(model(batchnorm, seed, bn_layer=bn_layer), DATA, steps=25,
+                                    batch_size=8, lr=lr, seed=seed, eval_every=25)
+        np.testing.assert_allclose(result.train_loss[k], history.train_loss, rtol=1e-4, atol=1e-6)
+        assert result.test_accuracy[k] == pytest.approx(history.final_test_accuracy, abs=1e-6)
+        assert result.test_loss[k] == pytest.approx(history.test_loss[-1], rel=1e-4)
+        assert result.train_accuracy[k] == pytest.approx(history.train_accuracy[-1], abs=1e-6)
+
+
+def test_stacked_leaves_models_unchanged_and_reports_divergence():
+    models = [model(False, s, activation="relu") for s in (0, 1)]
+    before = [m[0].weight.detach().clone() for m in models]
+    result = experiments.train_stacked(models, DATA, steps=30, batch_size=16,
+                                       lrs=[0.5, 1e6], seeds=[0, 1])
+    assert all(torch.equal(m[0].weight, w) for m, w in zip(models, before))
+    assert result.diverged.tolist() == [False, True]
+    assert result.test_accuracy[1] == pytest.approx(1 / 3) and math.isinf(result.test_loss[1])
+    assert result.test_accuracy[0] > 0.9  # the other model trained undisturbed
+    assert np.isnan(result.train_loss[1, -1]) and np.isfinite(result.train_loss[0]).all()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(lrs=[0.1], seeds=[0, 1]), "one learning rate and one seed per model"),
+    (dict(lrs=[0.1, -1.0], seeds=[0, 1]), "positive"),
+])
+def test_stacked_rejects_bad_arguments(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        experiments.train_stacked([model(False, 0), model(False, 1)], DATA, steps=2,
+                                  batch_size=4, **kwargs)
+
+
+def test_stacked_rejects_mixed_architectures():
+    with pytest.raises(ValueError, match="one architecture"):
+        experiments.train_stacked([model(False), model(True)], DATA, steps=2, batch_size=4,
+                                  lrs=[0.1, 0.1], seeds=[0, 0])

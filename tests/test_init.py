@@ -1,10 +1,13 @@
 """Tests for bnlib.init: formulas of torch.nn.init, explicit Generator, no global state."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
+from bnlib import init
 from bnlib.init import gaussian, he_normal, xavier_normal, xavier_uniform, zeros
 
 FAN_IN, FAN_OUT = 300, 500
@@ -189,3 +192,17 @@ def test_std_wrong_type(std):
 def test_bad_gain(fn, gain):
     with pytest.raises(ValueError, match="gain must be"):
         fn(3, 4, np.random.default_rng(0), gain=gain)
+
+
+# ---------------------------------------------------------------- robustness (issue #16)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda rng: init.gaussian((4,), 1e39, rng, dtype=np.float32), "std=1e+39"),
+    (lambda rng: init.gaussian((1000,), 1e308, rng), "std=1e+308"),
+    (lambda rng: init.xavier_normal(2, 2, rng, gain=1e39, dtype=np.float32), "gain=1e+39"),
+    (lambda rng: init.xavier_uniform(1, 1, rng, gain=1.7e308), "gain=1.7e+308"),
+])
+def test_a_scale_beyond_the_dtype_is_a_clear_error(call, name):
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} is too large for float(32|64): weights drawn with it exceed"):
+        call(np.random.default_rng(0))

@@ -303,3 +303,16 @@ def test_measure_during_training_records_every_point():
     with pytest.raises(ValueError, match="multiple of measure_every"):
         ls.measure_during_training(model, data, steps=5, measure_every=3, batch_size=10,
                                    lr=0.1, seed=1)
+
+
+def test_noisy_batchnorm_computes_with_bnlib():
+    """Chapter 10's noisy BN is built on bnlib's BN layer, not torch's kernel."""
+    bnlib_nn = pytest.importorskip("bnlib.nn")
+    noisy = ls.NoisyBatchNorm1d(5, generator=2)
+    assert isinstance(noisy, bnlib_nn.BatchNorm1d)
+    x = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    noisy = noisy.double()
+    scale, shift = ls.NoiseOnly(5, generator=2).draw_noise(12, torch.float64)
+    y_bn, _ = __import__("bnlib").batchnorm_forward(x.numpy(), np.ones(5), np.zeros(5))
+    torch.testing.assert_close(noisy(x), torch.from_numpy(y_bn) * scale + shift,
+                               rtol=1e-12, atol=1e-12)

@@ -272,3 +272,78 @@ def test_property_min_max_within_range(x, low, width):
     non_constant = x.max(axis=0) > x.min(axis=0)
     assert_allclose(y[:, non_constant].min(axis=0), low, atol=tol)
     assert_allclose(y[:, non_constant].max(axis=0), high, atol=tol)
+
+
+# ---------------------------------------------------------------- robustness (issue #16)
+
+
+@pytest.mark.parametrize("func", FUNCS)
+@pytest.mark.parametrize("ragged", [[[1.0, 2.0], [3.0]], [[1.0], [2.0, 3.0], [4.0]]])
+def test_ragged_list_names_x(func, ragged):
+    with pytest.raises(ValueError, match=r"x must be an array of real numbers, got a list that is not a rectangular array"):
+        func(ragged)
+
+
+@pytest.mark.parametrize("func", FUNCS)
+def test_zero_features_is_refused(func):
+    with pytest.raises(ValueError, match=r"needs at least 1 feature \(column of x\), got an array of shape \(5, 0\)"):
+        func(np.ones((5, 0)))
+
+
+@pytest.mark.parametrize("func", FUNCS)
+def test_object_and_string_arrays_name_x(func):
+    with pytest.raises(TypeError, match="x must be an array of real numbers"):
+        func(np.array([[1.0, "a"], [2.0, "b"]], dtype=object))
+    with pytest.raises(TypeError, match="x must be an array of real numbers.*<U"):
+        func(np.array([["1", "2"], ["3", "4"]]))
+
+
+def test_min_max_scale_float32_near_the_top_of_its_range():
+    x = np.array([[3e38], [-3e38]], dtype=np.float32)
+    assert_array_equal(min_max_scale(x), np.array([[1.0], [0.0]], dtype=np.float32))
+    x = np.array([[3e38, 1.0], [-3e38, 2.0], [0.0, 3.0]], dtype=np.float32)
+    y = min_max_scale(x, feature_range=(-3e38, 3e38))
+    assert y.dtype == np.float32 and np.isfinite(y).all()
+    assert_allclose(y[:, 0], x[:, 0], rtol=1e-6)
+    assert_allclose(y[:, 1], [-3e38, 0.0, 3e38], rtol=1e-6, atol=1e32)
+
+
+def test_min_max_scale_feature_range_beyond_the_dtype():
+    x = np.array([[1.0], [2.0]], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"feature_range \(0, 1e\+39\) lies beyond the range of x's dtype, float32"):
+        min_max_scale(x, feature_range=(0, 1e39))
+    assert min_max_scale(x.astype(np.float64), feature_range=(0, 1e39))[1, 0] == 1e39
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_magnitudes_match_the_rescaled_data(dtype):
+    # min-max scaling and standardisation do not depend on the scale: on x * 2**k, near
+    # the top of the dtype's range (squares overflow) or its bottom (squares underflow),
+    # they must give what they give on x
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 3)).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for k in (np.finfo(dtype).maxexp - 4, np.finfo(dtype).minexp + 4):
+        scaled = np.ldexp(x, k)
+        x_back = np.ldexp(scaled, -k)  # the digits that survived (subnormals lose some)
+        assert_allclose(min_max_scale(scaled), min_max_scale(x_back), rtol=tol, atol=tol)
+        assert_allclose(standardize(scaled), standardize(x_back), rtol=tol, atol=tol)
+        assert_allclose(np.ldexp(center(scaled), -k), center(x_back), rtol=tol, atol=tol)
+
+
+def test_center_float32_near_the_top_of_its_range():
+    x = np.array([[3e38], [-3e38]], dtype=np.float32)  # mean 0: the centred values fit
+    assert_array_equal(center(x), x)
+    x64 = np.array([[1.7e308], [1.7e308], [1.6e308]])  # the float64 sum would overflow
+    assert_allclose(center(x64), x64 - x64.mean(dtype=np.longdouble).astype(np.float64), rtol=1e-12)
+    # -3e38 - mean(-1e38) = -4e38: float32 cannot hold the answer
+    with pytest.raises(ValueError, match=r"Centring of x overflows float32.*Convert x to float64"):
+        center(np.array([[3e38], [-3e38], [-3e38]], dtype=np.float32))
+    assert np.isfinite(center(np.array([[3e38], [-3e38], [-3e38]], dtype=np.float64))).all()
+
+
+def test_standardize_float32_near_the_top_of_its_range():
+    x = np.array([[3e38], [-3e38], [-3e38]], dtype=np.float32)
+    expected = standardize(x.astype(np.float64)).astype(np.float32)
+    assert_allclose(standardize(x), expected, rtol=1e-6)
+    assert_allclose(standardize(x, eps=1e-5), expected, rtol=1e-6)

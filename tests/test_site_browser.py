@@ -17,10 +17,8 @@ from conftest import chromium_driver
 
 MARKER = 'class="bnlib-interactive"'
 
-# Console errors that are not ours and not about the page working offline.
-KNOWN_THIRD_PARTY_ERRORS = (
-    "THEBE_JS_URL",  # Jupyter Book 1 emits sphinx-thebe's config script twice: "already been declared"
-)
+# Console errors that are not ours and not about the page working offline (none left).
+KNOWN_THIRD_PARTY_ERRORS: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +104,110 @@ def site_url(book):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def wait_until_settled(driver, seconds=10.0):
+    """Wait for the page's scripts: the document complete and MathJax done typesetting."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        done = driver.execute_script(
+            "return document.readyState === 'complete' && (!window.MathJax || !MathJax.startup"
+            " || !MathJax.startup.promise || window.__bnlibTypeset === true);"
+        )
+        if done:
+            return
+        driver.execute_script(
+            "if (window.MathJax && MathJax.startup && MathJax.startup.promise && !window.__bnlibWait)"
+            " { window.__bnlibWait = true;"
+            " MathJax.startup.promise.then(function () { window.__bnlibTypeset = true; }); }"
+        )
+        time.sleep(0.1)
+
+
+def test_every_page_loads_without_a_console_error(browser, book, site_url):
+    # Served over HTTP as a host would serve it, so that missing files (a favicon) show as errors.
+    problems = []
+    browser.get_log("browser")  # drain
+    for page in book.pages():
+        name = page.relative_to(book.html).as_posix()
+        browser.get(f"{site_url}/{name}")
+        wait_until_settled(browser)
+        for entry in browser.get_log("browser"):
+            if entry["level"] == "SEVERE" and not any(k in entry["message"] for k in KNOWN_THIRD_PARTY_ERRORS):
+                problems.append(f"{name}: {entry['message']}")
+    assert not problems, "console errors:\n" + "\n".join(problems)
+
+
+def test_every_page_shows_the_book_title_above_the_navigation(browser, book):
+    from selenium.webdriver.common.by import By
+
+    chapter = next(p for p in book.pages() if p.parent.name == "chapters")
+    open_page(browser, chapter)
+    for width in (1280, 400):
+        browser.set_window_size(width, 1000)
+        open_page(browser, chapter)
+        titles = [t for t in browser.find_elements(By.CSS_SELECTOR, ".navbar-brand") if t.is_displayed()]
+        assert len(titles) == 1, f"{width} px: {len(titles)} visible book titles"
+        assert titles[0].text.strip() == book_title(book), f"{width} px: {titles[0].text!r}"
+        assert not browser.find_elements(By.CSS_SELECTOR, "img.logo__image"), "a broken logo image"
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width, "page wider than the window"
+        if width == 1280:  # the navigation is on screen beside the article
+            nav = browser.find_element(By.CSS_SELECTOR, ".bd-sidebar-primary nav.bd-links")
+            assert titles[0].rect["y"] + titles[0].rect["height"] <= nav.rect["y"], "the title is not above the navigation"
+    browser.set_window_size(1280, 1000)
+
+
+def book_title(book):
+    import yaml
+
+    return yaml.safe_load((book.source / "_config.yml").read_text())["title"]
+
+
+OVERFLOWING = """
+const article = document.querySelector('article.bd-article');
+const limit = article.getBoundingClientRect().right + 1;
+const scrolls = (e) => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+const inScroller = (e) => { for (let p = e.parentElement; p && p !== article; p = p.parentElement)
+  { if (scrolls(p) && p.getBoundingClientRect().right <= limit) return true; } return false; };
+const out = [];
+for (const e of article.querySelectorAll(arguments[0])) {
+  if (e.getBoundingClientRect().width === 0) continue;  // hidden (a closed dropdown)
+  const right = e.getBoundingClientRect().right;
+  const clipped = scrolls(e) ? e.getBoundingClientRect().right > limit : right > limit && !inScroller(e);
+  const wider = arguments[1] && e.scrollWidth > e.clientWidth + 1;
+  if (clipped || wider) out.push((e.textContent || '').trim().slice(0, 70));
+}
+return out;
+"""
+
+
+def _chapter_pages(book):
+    return [p for p in book.pages() if p.parent.name == "chapters" or p.stem == "instructors"]
+
+
+def test_formulas_fit_or_scroll_in_a_narrow_window(browser, book):
+    # At 400 px (a phone held upright) a formula wider than the column must scroll, not be cut off.
+    browser.set_window_size(400, 900)
+    try:
+        problems = []
+        for page in _chapter_pages(book):
+            open_page(browser, page)
+            wait_until_settled(browser)
+            for text in browser.execute_script(OVERFLOWING, "mjx-container", False):
+                problems.append(f"{page.name}: {text}")
+        assert not problems, "formulas cut off at 400 px:\n" + "\n".join(problems)
+    finally:
+        browser.set_window_size(1280, 1000)
+
+
+def test_printed_outputs_fit_the_column_of_a_wide_window(browser, book):
+    browser.set_window_size(1280, 1000)
+    problems = []
+    for page in _chapter_pages(book):
+        open_page(browser, page)
+        for text in browser.execute_script(OVERFLOWING, "div.cell_output pre, div.highlight-text pre", True):
+            problems.append(f"{page.name}: {text}")
+    assert not problems, "printed outputs wider than the column at 1280 px:\n" + "\n".join(problems)
 
 
 def test_search_from_a_chapter_page_finds_results(browser, book, site_url):

@@ -49,3 +49,61 @@ def test_the_widget_state_script_is_dropped_and_nothing_else():
     load_extension().drop_widget_state(None, "page", "page.html", context, None)
     assert [s.attributes.get("type") for s in context["script_files"]] == [None, "text/javascript"]
     assert context["script_files"] is scripts, "the list Sphinx renders from is edited in place"
+
+
+def _kernel_log(tmp_path, name):
+    """Start a kernel as myst-nb's executor does (a default KernelManager), run one line; its log."""
+    from jupyter_client.manager import KernelManager
+
+    log = tmp_path / f"{name}.log"
+    km = KernelManager(kernel_name="python3")
+    with open(log, "w") as stderr:
+        km.start_kernel(stderr=stderr)
+        try:
+            client = km.client()
+            client.start_channels()
+            client.wait_for_ready(timeout=60)
+            reply = client.execute_interactive("6 * 7", timeout=60)
+            assert reply["content"]["status"] == "ok"
+            client.stop_channels()
+        finally:
+            km.shutdown_kernel(now=True)
+    return km.transport_encryption, log.read_text()
+
+
+def test_chapter_kernels_start_without_the_unencrypted_tcp_warning(tmp_path):
+    # ipykernel >= 7.4 logs "Kernel is running over TCP without encryption" for a kernel whose
+    # manager provisioned no CurveZMQ keys: once per executed chapter in the build log.
+    manager = pytest.importorskip("jupyter_client.manager")
+    trait = manager.KernelManager.class_traits().get("transport_encryption")
+    if trait is None:
+        pytest.skip("this jupyter_client has no transport encryption (and ipykernel no warning)")
+    default = trait.default_value
+    try:
+        trait.default_value = "disabled"
+        policy, before = _kernel_log(tmp_path, "default")
+        assert policy == "disabled"
+        load_extension().encrypt_kernel_transport()
+        policy, after = _kernel_log(tmp_path, "extension")
+    finally:
+        trait.default_value = default
+    assert policy == "auto"
+    if "without encryption" not in before:
+        pytest.skip("this ipykernel does not warn about unencrypted TCP")
+    assert "without encryption" not in after, after
+    assert "WARNING" not in after, after
+
+
+def test_a_script_registered_twice_is_emitted_once():
+    # Jupyter Book 1 registers sphinx-thebe's inline configuration twice; the second
+    # "const THEBE_JS_URL" is a SyntaxError in the browser.
+    assets = pytest.importorskip("sphinx.builders.html._assets")
+    script = assets._JavaScript
+    thebe = 'const THEBE_JS_URL = "x"'
+    scripts = [script(None, body=thebe), script("a.js"), script("", body=thebe, priority=200), script("a.js"),
+               script(None, body="const other = 1"), script("a.js", **{"async": "async"})]
+    context = {"script_files": scripts}
+    load_extension().drop_widget_state(None, "page", "page.html", context, None)
+    kept = [(s.filename, dict(s.attributes)) for s in context["script_files"]]
+    assert kept == [(None, {"body": thebe}), ("a.js", {}), (None, {"body": "const other = 1"}),
+                    ("a.js", {"async": "async"})]

@@ -355,3 +355,86 @@ def test_property_decorrelate(x):
     assert_allclose(c - np.diag(np.diag(c)), 0, atol=1e-9 * scale)
     assert_allclose(np.trace(c), np.trace(covariance(x)), rtol=1e-9, atol=1e-9)
     assert (np.diff(np.diag(c)) <= 1e-9 * scale).all()
+
+
+# ---------------------------------------------------------------- robustness (issue #16)
+
+
+@pytest.mark.parametrize("func", ALL)
+def test_zero_features_is_refused(func):
+    with pytest.raises(ValueError, match=r"needs at least 1 feature \(column of x\), got an array of shape \(5, 0\)"):
+        func(np.ones((5, 0)))
+
+
+@pytest.mark.parametrize("func", ALL)
+def test_ragged_list_names_x(func):
+    with pytest.raises(ValueError, match="x must be an array of real numbers, got a list that is not a rectangular"):
+        func([[1.0, 2.0], [3.0], [4.0, 5.0]])
+
+
+@pytest.mark.parametrize("dtype, k", [(np.float32, 70), (np.float64, 600), (np.float64, -1000), (np.float32, -120)])
+def test_whitening_is_scale_free_at_extreme_magnitudes(dtype, k):
+    # |x| about 1e21 in float32 or 1e180 in float64 squares beyond the dtype; the
+    # whitened data does not depend on the scale, so it must equal the unscaled result
+    x = correlated(n=40, d=3).astype(dtype)
+    big = np.ldexp(x, k)
+    rtol = 2e-5 if dtype == np.float32 else 1e-10
+    for method in METHODS:
+        W, mean = whitening_matrix(x, method=method, eps=0.0)
+        W_big, mean_big = whitening_matrix(big, method=method, eps=0.0)
+        assert np.isfinite(W_big).all() and W_big.dtype == dtype
+        assert_allclose(np.ldexp(W_big.astype(np.float64), k), W, rtol=rtol, atol=1e-6 * np.abs(W).max())
+        assert_allclose(np.ldexp(mean, k), mean_big, rtol=rtol)
+    assert_allclose(zca_whiten(big, eps=0.0), zca_whiten(x, eps=0.0), rtol=rtol, atol=1e-5)
+    assert_allclose(pca_whiten(big, eps=0.0), pca_whiten(x, eps=0.0), rtol=rtol, atol=1e-5)
+    assert_allclose(np.ldexp(decorrelate(x).astype(np.float64), k), decorrelate(big), rtol=rtol, atol=1e-5 * 2.0**k)
+
+
+def test_covariance_beyond_the_dtype_is_a_clear_error():
+    x = np.array([[1e19, 0.0], [-1e19, 1.0]], dtype=np.float32)
+    assert_allclose(covariance(x), [[1e38, -5e18], [-5e18, 0.25]], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"The covariance of x overflows float32.*Convert x to float64"):
+        covariance(10 * x)
+    assert_allclose(covariance((10 * x).astype(np.float64))[0, 0], 1e40, rtol=1e-6)
+    x64 = np.array([[1e154], [-1e154]])
+    assert covariance(x64)[0, 0] == pytest.approx(1e308)
+    with pytest.raises(ValueError, match=r"The covariance of x overflows float64.*Rescale x"):
+        covariance(10 * x64)
+
+
+def test_float64_near_its_top_whitens():
+    x = np.ldexp(correlated(n=30, d=2), 1015)  # about 1e306: x**2 overflows float64
+    for whiten_ in (zca_whiten, pca_whiten):
+        y = whiten_(x, eps=0.0)
+        assert np.isfinite(y).all()
+        assert_allclose(covariance(y), np.eye(2), atol=1e-10)
+
+
+def test_eps_that_vanishes_at_the_data_scale_on_singular_data():
+    t = np.linspace(-1, 1, 20)
+    x = np.ldexp(np.column_stack([t, 3 * t]), 900)  # singular, |x| about 1e271
+    with pytest.raises(ValueError, match=r"eps=1e-05 vanishes against the scale of x"):
+        whitening_matrix(x, "zca", eps=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_singular_data_with_an_eps_below_round_off_is_a_clear_error(method):
+    # found by the fuzz: eps=1e-5 against eigenvalues of 1e11 is below round-off, and
+    # Cholesky raised numpy's LinAlgError "Matrix is not positive definite"
+    x = np.array([[523113, 741453], [-3, -3]], dtype=np.int32)  # two samples, two features
+    with pytest.raises(ValueError, match=r"eps=1e-05 vanishes against the scale of x"):
+        whitening_matrix(x, method=method)
+    W, _ = whitening_matrix(x, method=method, eps=1e3)
+    assert np.isfinite(W).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_data_far_below_sqrt_eps_whitens_to_x_over_sqrt_eps(method):
+    # |x| about 1e-170: Sigma + eps I is eps I to float64 precision, so W = I / sqrt(eps);
+    # scaling by max|x| alone made eps / 4**e overflow to inf and W 0 or NaN
+    x = correlated(n=20, d=2) * 1e-170
+    W, mean = whitening_matrix(x, method=method, eps=1e-4)
+    assert_allclose(W.T @ W, np.eye(2) * 1e4, rtol=1e-12, atol=1e-8)  # (Sigma + eps I)^-1
+    if method != "pca":  # PCA orders the axes by variance: W is a signed permutation times 100
+        assert_allclose(W, np.eye(2) * 100.0, rtol=1e-12, atol=1e-12)
+    assert_allclose(zca_whiten(x, eps=1e-4), (x - x.mean(axis=0)) * 100.0, rtol=1e-12, atol=1e-300)

@@ -1,7 +1,8 @@
 """PyTorch modules whose arithmetic is ``bnlib``'s (this subpackage imports torch).
 
 Its files mirror ``torch.nn``'s: :mod:`bnlib.nn.batchnorm` holds the drop-in
-``BatchNorm1d/2d/3d`` and their autograd Functions. ``from bnlib.nn import
+``BatchNorm1d/2d/3d`` and their autograd Functions;
+:mod:`bnlib.nn.normalization` the rest of the normalization family. ``from bnlib.nn import
 BatchNorm1d`` keeps working whichever file a module lives in.
 """
 
@@ -13,6 +14,15 @@ from .batchnorm import (
     BatchNormInferenceFunction,
     batch_norm,
 )
+from .normalization import (
+    BatchRenorm1d,
+    BatchRenorm2d,
+    DecorrelatedBatchNorm,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    LayerNorm,
+)
 
 __all__ = [
     "BatchNorm1d",
@@ -21,4 +31,20 @@ __all__ = [
     "BatchNormFunction",
     "BatchNormInferenceFunction",
     "batch_norm",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
+    "DecorrelatedBatchNorm",
 ]
+
+# Part IV: Batch Normalization across processes (torch.distributed) and ghost batches.
+from .distributed import (  # noqa: E402
+    GhostBatchNorm,
+    SyncBatchNorm,
+    SyncBatchNormFunction,
+)
+
+__all__ += ["SyncBatchNorm", "SyncBatchNormFunction", "GhostBatchNorm"]
