@@ -64,7 +64,7 @@ def sum_over(a, axes):
 
 
 def mean_over(a, axes, dtype):
-    """``a.mean(axis=axes, keepdims=True)`` in ``dtype``, the sum accumulated in float64 as by :func:`sum_over`."""
+    """``a.mean(axis=axes, keepdims=True)`` in ``dtype``, summed in float64 as by :func:`sum_over`."""
     m = count_over(a.shape, axes)
     if axes == (0,) and a.ndim == 2 and a.size <= _SMALL:
         # the batch axis of a small batch: a product with a vector of 1/m (BLAS, float64)
@@ -73,7 +73,7 @@ def mean_over(a, axes, dtype):
 
 
 def mean_of_products(a, b, axes, dtype):
-    """``(a * b).mean(axis=axes, keepdims=True)`` in ``dtype``, accumulated in float64 as by :func:`sum_of_products`."""
+    """``(a * b).mean(axis=axes, keepdims=True)`` in ``dtype``, summed as by :func:`sum_of_products`."""
     if axes and axes[-1] == a.ndim - 1:  # a trailing axis: sum_of_products needs no array of products
         return (sum_of_products(a, b, axes) / count_over(a.shape, axes)).astype(dtype, copy=False)
     return mean_over(a * b, axes, dtype)

@@ -83,15 +83,9 @@ def _batch_axes(ndim):
     return (0,) + tuple(range(2, ndim))
 
 
-@functools.lru_cache(maxsize=16)
-def _per_channel_shape(ndim):
-    """The shape ``(1, -1, 1, ...)`` that makes a ``(C,)`` vector broadcast against ``(N, C, *spatial)``."""
-    return (1, -1) + (1,) * (ndim - 2)
-
-
 def _per_channel(v, ndim):
     """Reshape a ``(C,)`` vector to broadcast against a ``(N, C, *spatial)`` array."""
-    return v.reshape(_per_channel_shape(ndim))
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 def _as_batch(x, name="x"):
@@ -167,8 +161,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     (array([ 2., 20.]), array([  1., 100.]))
     """
     x = _as_batch(x)
-    if not (type(eps) is float and 0.0 <= eps < math.inf):  # a float in range needs no conversion
-        eps = check_eps(eps)
+    eps = eps if type(eps) is float and 0.0 <= eps < math.inf else check_eps(eps)  # a float in range as it is
     check_training_batch(x.shape)
     c = x.shape[1]
     gamma, beta = check_params(c, x.dtype, gamma=gamma, beta=beta)
@@ -182,8 +175,7 @@ def _batchnorm_forward(x, gamma, beta, eps):
     # y = gamma * x_hat + beta (the addition in place), gamma and beta shaped like the statistics
     y = x_hat * gamma.reshape(mean.shape)
     y += beta.reshape(mean.shape)
-    c = x.shape[1]
-    return y, BatchNormCache(x, x_hat, mean.reshape(c), var.reshape(c), inv_std.reshape(c), gamma, eps)
+    return y, BatchNormCache(x, x_hat, mean.reshape(-1), var.reshape(-1), inv_std.reshape(-1), gamma, eps)
 
 
 def _check_dy(dy, cache):
@@ -282,11 +274,10 @@ def batchnorm_backward(dy, cache):
 
 def _batchnorm_backward(dy, cache):
     """The body of :func:`batchnorm_backward`, for a checked ``dy`` (non-finite sums unchecked)."""
-    c, ndim = dy.shape[1], dy.ndim
-    scale = (cache.gamma * cache.inv_std).reshape(_per_channel_shape(ndim))  # gamma / sqrt(var + eps)
+    scale = _per_channel(cache.gamma * cache.inv_std, dy.ndim)  # gamma / sqrt(var + eps)
     # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat));  dbeta, dgamma: the sums
-    dx, dbeta, dgamma = standardize_backward(dy, cache.x_hat, scale, _batch_axes(ndim))
-    return dx, dgamma.reshape(c).astype(dy.dtype), dbeta.reshape(c).astype(dy.dtype)
+    dx, dbeta, dgamma = standardize_backward(dy, cache.x_hat, scale, _batch_axes(dy.ndim))
+    return dx, dgamma.reshape(-1).astype(dy.dtype), dbeta.reshape(-1).astype(dy.dtype)
 
 
 def batchnorm_backward_graph(dy, cache):

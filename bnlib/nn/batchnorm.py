@@ -9,6 +9,9 @@ input checks. Only ``forward`` differs: instead of torch's fused kernel it calls
 :func:`bnlib.batchnorm.batchnorm_forward`, :func:`~bnlib.batchnorm.batchnorm_backward`,
 :func:`~bnlib.batchnorm.batchnorm_inference` and
 :func:`~bnlib.batchnorm.update_running_stats` inside ``torch.autograd.Function``\\ s.
+In training it calls their bodies (``_batchnorm_forward`` and the like, right below
+each public function): the formulas, without the core's argument checks, since
+torch's checks have run by then (validation once per call, not in every function).
 
 **Torch's semantics are the contract.** What torch's module does, these do:
 the same errors with the same types and messages (input dimensions, one value
@@ -322,7 +325,8 @@ class _TrainAndUpdate(torch.autograd.Function):
             if running_mean is not None:
                 m = x.numel() // x.shape[1]
                 if isinstance(mean, torch.Tensor) or not running_mean.is_cpu:
-                    _update_running_formulas(running_mean, running_var, _as_tensor(mean), _as_tensor(var), m, momentum)
+                    mean, var = _as_tensor(mean), _as_tensor(var)
+                    _update_running_formulas(running_mean, running_var, mean, var, m, momentum)
                 else:
                     _update_running_numpy(running_mean, running_var, mean, var, m, momentum)
         return y
@@ -333,7 +337,7 @@ class _TrainAndUpdate(torch.autograd.Function):
 
 
 def _numpy_train_gradients(dy, cache, x, weight, eps, needs):
-    """The core's backward pass; a non-finite ``dy`` or sum (refused by the core) goes to the torch formulas."""
+    """The core's backward pass; a non-finite ``dy`` (refused by the core) goes to the torch formulas."""
     x_hat = cache.x_hat
     dy_np = _to_numpy(dy).astype(x_hat.dtype, copy=False)  # autograd gives dy in y's dtype
     with np.errstate(all="ignore"):  # non-finite sums are checked below
