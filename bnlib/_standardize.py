@@ -65,11 +65,11 @@ def sum_over(a, axes):
 
 def mean_over(a, axes, dtype):
     """``a.mean(axis=axes, keepdims=True)`` in ``dtype``, summed in float64 as by :func:`sum_over`."""
-    m = count_over(a.shape, axes)
     if axes == (0,) and a.ndim == 2 and a.size <= _SMALL:
-        # the batch axis of a small batch: a product with a vector of 1/m (BLAS, float64)
-        return np.dot(_constant(1.0 / m, a.shape[0]), a).astype(dtype, copy=False)
-    return (sum_over(a, axes) / m).astype(dtype, copy=False)
+        # the batch axis of a small batch: a product with a row of 1/m (BLAS, float64)
+        m = a.shape[0]
+        return np.dot(_constant(1.0 / m, m), a).astype(dtype, copy=False)
+    return (sum_over(a, axes) / count_over(a.shape, axes)).astype(dtype, copy=False)
 
 
 def mean_of_products(a, b, axes, dtype):
@@ -113,7 +113,8 @@ def overflow_error(name, arr, dtype):
 def inverse_std(var, eps, what):
     """``1 / sqrt(var + eps)``, refusing to divide by zero (``var == eps == 0``)."""
     denominator = var + eps
-    if var.dtype.type(eps) == 0 and not denominator.all():  # eps is 0 in var's dtype
+    # eps is 0 in var's dtype (never when eps >= 1e-45, float32's smallest value rounds up from there)
+    if eps < 1e-45 and var.dtype.type(eps) == 0 and not denominator.all():
         zero = np.flatnonzero(denominator == 0)
         eps_text = "eps=0," if eps == 0 else f"eps={eps!r}, which is 0 in {var.dtype},"
         raise ValueError(
