@@ -148,6 +148,10 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     large common offset does not cancel it away. float32 input stays float32,
     with the sums accumulated in float64.
 
+    This function checks its arguments; the formulas are the body of
+    ``_batchnorm_forward`` right below it, which ``bnlib.nn`` calls after
+    torch's own checks.
+
     Examples
     --------
     >>> import numpy as np
@@ -242,7 +246,8 @@ def batchnorm_backward(dy, cache):
     two sums it needs are ``dbeta`` and ``dgamma``. It follows that ``dx``
     sums to zero per channel and, when ``eps = 0``, is orthogonal to ``x_hat``
     per channel. :func:`batchnorm_backward_graph` computes the same numbers
-    node by node. Sums are accumulated in float64.
+    node by node. Sums are accumulated in float64. The formula is the body of
+    ``_batchnorm_backward``, right below this function, which checks ``dy``.
 
     Raises
     ------
