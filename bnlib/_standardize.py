@@ -215,13 +215,12 @@ def standardize_backward(dx_hat, x_hat, scale, axes):
     It sums to zero over ``axes`` and, when ``eps = 0``, is orthogonal to ``x_hat``.
     """
     m = count_over(x_hat.shape, axes)
-    dx = dx_hat * x_hat  # the array dx is built in holds the products first
-    sum_dx_hat_x_hat = sum_over(dx, axes)
+    sum_dx_hat_x_hat = sum_of_products(dx_hat, x_hat, axes)
     sum_dx_hat = sum_over(dx_hat, axes)
     mean_dx_hat = (sum_dx_hat / m).astype(x_hat.dtype)
     mean_dx_hat_x_hat = (sum_dx_hat_x_hat / m).astype(x_hat.dtype)
-    # dx = scale * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat), in place:
-    np.multiply(x_hat, mean_dx_hat_x_hat, out=dx)
+    # dx = scale * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat), in place after the first product:
+    dx = x_hat * mean_dx_hat_x_hat
     dx += mean_dx_hat
     np.subtract(dx_hat, dx, out=dx)
     dx *= scale
