@@ -17,7 +17,8 @@ What is measured (budgets from design section 7 and issue #11):
 * ``import bnlib`` in a fresh interpreter (<= 0.3 s, and no torch/matplotlib pulled in).
 
 Runs are interleaved (bnlib, torch, bnlib, torch, ...) so that both see the same machine
-load. Each line reports the medians and, more robust on a shared machine, the median and
+load, and timed in CPU time of the calling thread, to which waiting for a core does not
+add. Each line reports the medians and, more robust on a shared machine, the median and
 interquartile range of the paired ratios (each bnlib run over the torch run right after
 it). Run from the project root:
 
@@ -92,20 +93,24 @@ def torch_step_factory(torch, x, gamma, beta, dy):
 
 
 def interleaved_times(funcs, repeats, warmup=3):
-    """Wall times (s) of each function, calling them in turn ``repeats`` times.
+    """CPU times (s) of each function, calling them in turn ``repeats`` times.
 
     Each function always runs right after the other one (A B A B ...), never after itself,
-    which would find its code and data warm in the processor's caches.
+    which would find its code and data warm in the processor's caches. The clock is this
+    thread's CPU time (``time.thread_time``): on a loaded machine, time spent waiting for a
+    core is not counted. Both numpy and torch (one thread, autograd included) compute on
+    the calling thread.
     """
     for _ in range(warmup):
         for f in funcs.values():
             f()
     times = {name: [] for name in funcs}
+    clock = time.thread_time
     for _ in range(repeats):
         for name, f in funcs.items():
-            start = time.perf_counter()
+            start = clock()
             f()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 
@@ -224,7 +229,7 @@ def main():
     rng = np.random.default_rng(0)
     print(f"numpy {np.__version__} (BLAS: {blas_kernel()}; OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')}), torch {torch.__version__}; one thread each, "
-          f"float32; interleaved runs, medians")
+          f"float32; interleaved runs, CPU time, medians")
     print()
     print("forward + backward                 bnlib ms   torch ms   bnlib/torch, paired: median [IQR]   budget")
     ok = True

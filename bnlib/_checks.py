@@ -219,3 +219,27 @@ def check_param(p, name, num_channels, dtype):
             f"{np.finfo(dtype).max:.3g}), up to {float(np.abs(arr).max()):.3g}"
         )
     return cast
+
+
+def all_finite(a):
+    """``np.isfinite(a).all()``, without ``ndarray.all``'s Python layer (it counts on small arrays)."""
+    return bool(np.logical_and.reduce(np.isfinite(a), axis=None))
+
+
+def check_params(num_channels, dtype, **params):
+    """:func:`check_param` for several per-channel parameters, with a fast path; returns them in order.
+
+    Parameters that already are native ndarrays of shape ``(num_channels,)`` in ``dtype`` are
+    checked for NaN and infinity together, through their sum (finite when each one is; a sum
+    that overflows only sends them to the full check). Anything else gets :func:`check_param`
+    and its messages.
+    """
+    arrays = tuple(params.values())
+    shape = (num_channels,)
+    for p in arrays:
+        if type(p) is not np.ndarray or p.dtype != dtype or p.shape != shape:
+            break
+    else:
+        if all_finite(sum(arrays[1:], arrays[0])):
+            return arrays
+    return tuple(check_param(p, name, num_channels, dtype) for name, p in params.items())

@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from ._checks import check_finite
+from ._checks import all_finite, check_finite
 
 
 @functools.lru_cache(maxsize=128)
@@ -40,11 +40,11 @@ _SMALL = 1 << 16  # elements: a float64 copy of 512 KiB
 
 
 @functools.lru_cache(maxsize=64)
-def _ones(n):
-    """A read-only float64 vector of ``n`` ones, made once per length."""
-    ones = np.ones(n)
-    ones.flags.writeable = False
-    return ones
+def _constant(value, n):
+    """A read-only float64 row of ``n`` copies of ``value`` (shape ``(1, n)``), made once."""
+    row = np.full((1, n), value)
+    row.flags.writeable = False
+    return row
 
 
 def sum_over(a, axes):
@@ -54,10 +54,29 @@ def sum_over(a, axes):
         a = a.sum(axis=trailing, keepdims=True)
     if leading == (0,) and a.size <= _SMALL:
         # A small batch: numpy's float64 reduction of float32 values costs more to set up
-        # than the same sum as a product with a vector of ones (BLAS, in float64).
+        # than the same sum as a product with a vector of ones (BLAS, in float64; np.dot
+        # converts float32 to float64 itself).
         n = a.shape[0]
-        return (_ones(n) @ a.astype(np.float64).reshape(n, -1)).reshape((1,) + a.shape[1:])
+        if a.ndim == 2:
+            return np.dot(_constant(1.0, n), a)
+        return np.dot(_constant(1.0, n), a.reshape(n, -1)).reshape((1,) + a.shape[1:])
     return a.sum(axis=leading, dtype=np.float64, keepdims=True)
+
+
+def mean_over(a, axes, dtype):
+    """``a.mean(axis=axes, keepdims=True)`` in ``dtype``, summed in float64 as by :func:`sum_over`."""
+    if axes == (0,) and a.ndim == 2 and a.size <= _SMALL:
+        # the batch axis of a small batch: a product with a row of 1/m (BLAS, float64)
+        m = a.shape[0]
+        return np.dot(_constant(1.0 / m, m), a).astype(dtype, copy=False)
+    return (sum_over(a, axes) / count_over(a.shape, axes)).astype(dtype, copy=False)
+
+
+def mean_of_products(a, b, axes, dtype):
+    """``(a * b).mean(axis=axes, keepdims=True)`` in ``dtype``, summed as by :func:`sum_of_products`."""
+    if axes and axes[-1] == a.ndim - 1:  # a trailing axis: sum_of_products needs no array of products
+        return (sum_of_products(a, b, axes) / count_over(a.shape, axes)).astype(dtype, copy=False)
+    return mean_over(a * b, axes, dtype)
 
 
 def sum_of_products(a, b, axes):
@@ -94,7 +113,8 @@ def overflow_error(name, arr, dtype):
 def inverse_std(var, eps, what):
     """``1 / sqrt(var + eps)``, refusing to divide by zero (``var == eps == 0``)."""
     denominator = var + eps
-    if var.dtype.type(eps) == 0 and not denominator.all():  # eps is 0 in var's dtype
+    # eps is 0 in var's dtype (never when eps >= 1e-45, float32's smallest value rounds up from there)
+    if eps < 1e-45 and var.dtype.type(eps) == 0 and not denominator.all():
         zero = np.flatnonzero(denominator == 0)
         eps_text = "eps=0," if eps == 0 else f"eps={eps!r}, which is 0 in {var.dtype},"
         raise ValueError(
@@ -114,12 +134,11 @@ def centred_moments(x, axes, name="x"):
     ``|x - mean| = 1.8e19``; then the same two passes are repeated in float64, and only a
     variance beyond the dtype's range is an error.
     """
-    m = count_over(x.shape, axes)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are checked below
-        mean = (sum_over(x, axes) / m).astype(x.dtype)  # mean = sum(x) / m
+        mean = mean_over(x, axes, x.dtype)  # mean = sum(x) / m
         xc = x - mean
-        var = (sum_of_products(xc, xc, axes) / m).astype(x.dtype)  # var = sum(xc**2) / m
-    if np.isfinite(var).all():
+        var = mean_of_products(xc, xc, axes, x.dtype)  # var = sum(xc**2) / m
+    if all_finite(var):
         return xc, mean, var
     if x.dtype != np.float64:  # float32 squares or partial sums overflowed: redo in float64
         xc, mean, var = centred_moments(x.astype(np.float64), axes, name)
@@ -196,13 +215,12 @@ def standardize_backward(dx_hat, x_hat, scale, axes):
     It sums to zero over ``axes`` and, when ``eps = 0``, is orthogonal to ``x_hat``.
     """
     m = count_over(x_hat.shape, axes)
-    dx = dx_hat * x_hat  # the array dx is built in holds the products first
-    sum_dx_hat_x_hat = sum_over(dx, axes)
+    sum_dx_hat_x_hat = sum_of_products(dx_hat, x_hat, axes)
     sum_dx_hat = sum_over(dx_hat, axes)
     mean_dx_hat = (sum_dx_hat / m).astype(x_hat.dtype)
     mean_dx_hat_x_hat = (sum_dx_hat_x_hat / m).astype(x_hat.dtype)
-    # dx = scale * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat), in place:
-    np.multiply(x_hat, mean_dx_hat_x_hat, out=dx)
+    # dx = scale * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat), in place after the first product:
+    dx = x_hat * mean_dx_hat_x_hat
     dx += mean_dx_hat
     np.subtract(dx_hat, dx, out=dx)
     dx *= scale

@@ -16,17 +16,20 @@ axis but the channels, followed by a per-channel scale and shift.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from ._checks import (
+    all_finite,
     as_float_array,
     check_batch,
     check_eps,
     check_finite,
     check_param,
+    check_params,
     check_training_batch,
     values_per_channel,
 )
@@ -145,6 +148,10 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     large common offset does not cancel it away. float32 input stays float32,
     with the sums accumulated in float64.
 
+    This function checks its arguments; the formulas are the body of
+    ``_batchnorm_forward`` right below it, which ``bnlib.nn`` calls after
+    torch's own checks.
+
     Examples
     --------
     >>> import numpy as np
@@ -158,18 +165,21 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     (array([ 2., 20.]), array([  1., 100.]))
     """
     x = _as_batch(x)
-    eps = check_eps(eps)
+    eps = eps if type(eps) is float and 0.0 <= eps < math.inf else check_eps(eps)  # a float in range as it is
     check_training_batch(x.shape)
     c = x.shape[1]
-    gamma = check_param(gamma, "gamma", c, x.dtype)
-    beta = check_param(beta, "beta", c, x.dtype)
+    gamma, beta = check_params(c, x.dtype, gamma=gamma, beta=beta)
+    return _batchnorm_forward(x, gamma, beta, eps)
+
+
+def _batchnorm_forward(x, gamma, beta, eps):
+    """The body of :func:`batchnorm_forward`, on checked arguments (``bnlib.nn`` checks its own)."""
     # mu, sigma^2 and x_hat, per channel: over every axis but axis 1
     x_hat, mean, var, inv_std = standardize(x, _batch_axes(x.ndim), eps, "x", "the batch variance")
     # y = gamma * x_hat + beta (the addition in place), gamma and beta shaped like the statistics
     y = x_hat * gamma.reshape(mean.shape)
     y += beta.reshape(mean.shape)
-    cache = BatchNormCache(x, x_hat, mean.reshape(c), var.reshape(c), inv_std.reshape(c), gamma, eps)
-    return y, cache
+    return y, BatchNormCache(x, x_hat, mean.reshape(-1), var.reshape(-1), inv_std.reshape(-1), gamma, eps)
 
 
 def _check_dy(dy, cache):
@@ -236,7 +246,8 @@ def batchnorm_backward(dy, cache):
     two sums it needs are ``dbeta`` and ``dgamma``. It follows that ``dx``
     sums to zero per channel and, when ``eps = 0``, is orthogonal to ``x_hat``
     per channel. :func:`batchnorm_backward_graph` computes the same numbers
-    node by node. Sums are accumulated in float64.
+    node by node. Sums are accumulated in float64. The formula is the body of
+    ``_batchnorm_backward``, right below this function, which checks ``dy``.
 
     Raises
     ------
@@ -258,15 +269,20 @@ def batchnorm_backward(dy, cache):
     (True, array([3.]))
     """
     dy = _check_dy(dy, cache)
-    c, ndim = dy.shape[1], dy.ndim
-    scale = _per_channel(cache.gamma * cache.inv_std, ndim)  # gamma / sqrt(var + eps)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are checked below
-        # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat));  dbeta, dgamma: the sums
-        dx, dbeta, dgamma = standardize_backward(dy, cache.x_hat, scale, _batch_axes(ndim))
-    if not np.isfinite(dgamma).all():  # a NaN or inf in dy makes dy * x_hat non-finite
+        dx, dgamma, dbeta = _batchnorm_backward(dy, cache)
+    if not all_finite(dgamma):  # a NaN or inf in dy makes dy * x_hat non-finite
         check_finite(dy, "dy")
         raise overflow_error("dy", dy, dy.dtype)
-    return dx, dgamma.reshape(c).astype(dy.dtype), dbeta.reshape(c).astype(dy.dtype)
+    return dx, dgamma, dbeta
+
+
+def _batchnorm_backward(dy, cache):
+    """The body of :func:`batchnorm_backward`, for a checked ``dy`` (non-finite sums unchecked)."""
+    scale = _per_channel(cache.gamma * cache.inv_std, dy.ndim)  # gamma / sqrt(var + eps)
+    # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat));  dbeta, dgamma: the sums
+    dx, dbeta, dgamma = standardize_backward(dy, cache.x_hat, scale, _batch_axes(dy.ndim))
+    return dx, dgamma.reshape(-1).astype(dy.dtype), dbeta.reshape(-1).astype(dy.dtype)
 
 
 def batchnorm_backward_graph(dy, cache):
@@ -482,10 +498,15 @@ def update_running_stats(
     check_finite(running_mean, "running_mean")
     _check_non_negative(running_var, "running_var")
     _check_non_negative(batch_var, "batch_var")
-    unbiased = batch_var * (n / (n - 1.0))
-    mean = (1.0 - factor) * running_mean + factor * batch_mean
-    var = (1.0 - factor) * running_var + factor * unbiased
+    mean, var = _update_running_stats(running_mean, running_var, batch_mean, batch_var, int(n), factor)
     return mean.astype(dtype, copy=False), var.astype(dtype, copy=False)
+
+
+def _update_running_stats(running_mean, running_var, batch_mean, batch_var, n, factor):
+    """The body of :func:`update_running_stats`, on checked arguments, ``factor`` the momentum."""
+    mean = (1.0 - factor) * running_mean + factor * batch_mean
+    var = (1.0 - factor) * running_var + factor * (n / (n - 1.0)) * batch_var  # the unbiased batch variance
+    return mean, var
 
 
 def population_statistics(batches):

@@ -9,6 +9,9 @@ input checks. Only ``forward`` differs: instead of torch's fused kernel it calls
 :func:`bnlib.batchnorm.batchnorm_forward`, :func:`~bnlib.batchnorm.batchnorm_backward`,
 :func:`~bnlib.batchnorm.batchnorm_inference` and
 :func:`~bnlib.batchnorm.update_running_stats` inside ``torch.autograd.Function``\\ s.
+In training it calls their bodies (``_batchnorm_forward`` and the like, right below
+each public function): the formulas, without the core's argument checks, since
+torch's checks have run by then (validation once per call, not in every function).
 
 **Torch's semantics are the contract.** What torch's module does, these do:
 the same errors with the same types and messages (input dimensions, one value
@@ -31,11 +34,14 @@ import sys
 import numpy as np
 import torch
 
+from .._checks import all_finite
+
+# The formulas without the core's argument checks: torch's checks (below) have run by then.
 from ..batchnorm import (
-    batchnorm_backward,
-    batchnorm_forward,
+    _batchnorm_backward,
+    _batchnorm_forward,
+    _update_running_stats,
     batchnorm_inference,
-    update_running_stats,
 )
 
 __all__ = [
@@ -248,7 +254,8 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
+            y, mean, var = _train_forward(ctx, x, weight, bias, eps)
         mean, var = _as_tensor(mean), _as_tensor(var)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -271,8 +278,7 @@ def _train_forward(ctx, x, weight, bias, eps):
     beta = _to_numpy(bias) if bias is not None else np.zeros(channels, x_np.dtype)
     fmt = _channels_last_format(x)
     try:
-        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
-            y_np, cache = batchnorm_forward(x_np, gamma, beta, eps=eps)
+        y_np, cache = _batchnorm_forward(x_np, gamma, beta, eps)  # callers silence numpy's warnings
     except ValueError:
         # NaN/inf or an overflowing variance: the core refuses, torch propagates.
         cache = None
@@ -314,13 +320,15 @@ class _TrainAndUpdate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, running_mean, running_var, momentum):
-        y, mean, var = _train_forward(ctx, x, weight, bias, eps)
-        if running_mean is not None:
-            m = x.numel() // x.shape[1]
-            if isinstance(mean, torch.Tensor) or not running_mean.is_cpu:
-                _update_running_formulas(running_mean, running_var, _as_tensor(mean), _as_tensor(var), m, momentum)
-            else:
-                _update_running_numpy(running_mean, running_var, mean, var, m, momentum)
+        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
+            y, mean, var = _train_forward(ctx, x, weight, bias, eps)
+            if running_mean is not None:
+                m = x.numel() // x.shape[1]
+                if isinstance(mean, torch.Tensor) or not running_mean.is_cpu:
+                    mean, var = _as_tensor(mean), _as_tensor(var)
+                    _update_running_formulas(running_mean, running_var, mean, var, m, momentum)
+                else:
+                    _update_running_numpy(running_mean, running_var, mean, var, m, momentum)
         return y
 
     @staticmethod
@@ -329,29 +337,26 @@ class _TrainAndUpdate(torch.autograd.Function):
 
 
 def _numpy_train_gradients(dy, cache, x, weight, eps, needs):
-    """The core's backward pass; non-finite ``dy`` (refused by the core) goes to the torch formulas."""
-    dy_np = _to_numpy(dy)
-    try:
-        with np.errstate(all="ignore"):  # the core raises on what it refuses; no warnings
-            if needs[0]:
-                dx, dgamma, dbeta = batchnorm_backward(dy_np, cache)
-            else:
-                dx = None
-                x_hat = cache.x_hat
-                axes = (0,) + tuple(range(2, x_hat.ndim))
-                dy_np = dy_np.astype(x_hat.dtype, copy=False)
-                dgamma = (dy_np * x_hat).sum(axis=axes) if needs[1] else None
-                dbeta = dy_np.sum(axis=axes) if needs[2] else None
-                if not all(v is None or np.isfinite(v).all() for v in (dgamma, dbeta)):
-                    raise ValueError("non-finite gradient")
-    except ValueError:
+    """The core's backward pass; a non-finite ``dy`` (refused by the core) goes to the torch formulas."""
+    x_hat = cache.x_hat
+    dy_np = _to_numpy(dy).astype(x_hat.dtype, copy=False)  # autograd gives dy in y's dtype
+    with np.errstate(all="ignore"):  # non-finite sums are checked below
+        if needs[0]:
+            dx, dgamma, dbeta = _batchnorm_backward(dy_np, cache)
+        else:
+            dx = None
+            axes = (0,) + tuple(range(2, x_hat.ndim))
+            dgamma = (dy_np * x_hat).sum(axis=axes)
+            dbeta = dy_np.sum(axis=axes)
+        finite = all_finite(dgamma + dbeta)  # False for NaN or inf in either (or an overflow of the sum)
+    if not finite:
         with torch.no_grad():
             return _train_gradients(dy.detach(), x.detach(), weight, eps, needs)
     param_dtype = weight.dtype if weight is not None else x.dtype
     return (
         _from_numpy(dx, x.dtype) if needs[0] else None,
-        _from_numpy(np.asarray(dgamma), param_dtype) if needs[1] else None,
-        _from_numpy(np.asarray(dbeta), param_dtype) if needs[2] else None,
+        _from_numpy(dgamma, param_dtype) if needs[1] else None,
+        _from_numpy(dbeta, param_dtype) if needs[2] else None,
     )
 
 
@@ -672,22 +677,18 @@ _batch_norm_eager = torch.compiler.disable(
 
 
 def _update_running_numpy(running_mean, running_var, batch_mean, batch_var, m, momentum):
-    """:func:`bnlib.batchnorm.update_running_stats` (numpy statistics), written into the buffers in place."""
-    try:
-        with np.errstate(all="ignore"):
-            new_mean, new_var = update_running_stats(
-                _to_numpy(running_mean), _to_numpy(running_var), batch_mean, batch_var, m, momentum=momentum
-            )
-    except (ValueError, TypeError):
-        # NaN statistics, a negative running variance, a momentum outside [0, 1]: the core
-        # refuses, torch computes
-        _update_running_formulas(
-            running_mean, running_var, torch.from_numpy(batch_mean), torch.from_numpy(batch_var), m, momentum
-        )
-        return
-    # called from Function.forward, where gradients are off
-    running_mean.copy_(torch.from_numpy(new_mean))
-    running_var.copy_(torch.from_numpy(new_var))
+    """:func:`bnlib.batchnorm.update_running_stats`'s formula (numpy statistics), written into the buffers.
+
+    Any momentum, NaN statistics and a negative running variance go through the formula as in
+    torch. Like torch's kernel, float32/float64 buffers are written in place through numpy.
+    """
+    views = _to_numpy(running_mean), _to_numpy(running_var)  # copies for half precision
+    new = _update_running_stats(*views, batch_mean, batch_var, m, momentum)  # callers silence warnings
+    for buffer, view, value in zip((running_mean, running_var), views, new):
+        if buffer.dtype in _HALVES:
+            buffer.copy_(torch.from_numpy(value))  # called from Function.forward: gradients are off
+        else:
+            view[...] = value
 
 
 # --------------------------------------------------------------------------- modules
