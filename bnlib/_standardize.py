@@ -225,3 +225,24 @@ def standardize_backward(dx_hat, x_hat, scale, axes):
     np.subtract(dx_hat, dx, out=dx)
     dx *= scale
     return dx, sum_dx_hat, sum_dx_hat_x_hat
+
+
+def fit_dtype(results, dtype, redo_in_float64, what):
+    """``results`` if all finite, else ``redo_in_float64()`` cast to ``dtype``, else a clear error.
+
+    For functions whose inputs are finite (checked by the caller): a non-finite result then
+    means an intermediate value overflowed the working dtype. The same formulas are redone in
+    float64; an infinity that remains after the cast means the true result does not fit in
+    ``dtype``, which is an error naming ``what`` rather than a silent infinity or NaN.
+    """
+    if all(np.isfinite(r).all() for r in results):
+        return results
+    if np.dtype(dtype) != np.float64:
+        with np.errstate(over="ignore", invalid="ignore"):
+            results = tuple(np.asarray(r).astype(dtype) for r in redo_in_float64())
+        if all(np.isfinite(r).all() for r in results):
+            return results
+    raise ValueError(
+        f"{what} overflows {np.dtype(dtype)}: the exact result is beyond its range. Rescale the "
+        f"inputs, or compute in float64."
+    )

@@ -33,7 +33,8 @@ from ._checks import (
     check_training_batch,
     values_per_channel,
 )
-from ._standardize import centred_moments, inverse_std, overflow_error, standardize, standardize_backward
+from ._standardize import (centred_moments, fit_dtype, inverse_std, overflow_error, standardize,
+                           standardize_backward)
 
 __all__ = [
     "BatchNormCache",
@@ -254,7 +255,8 @@ def batchnorm_backward(dy, cache):
     ValueError
         If ``dy`` does not have the shape of the forward input, has a
         non-finite value, or has values beyond the range of the forward
-        pass's dtype.
+        pass's dtype, or if ``dx`` itself is beyond that range (a float32
+        intermediate that overflows is redone in float64 first).
     TypeError
         If ``cache`` is not a :class:`BatchNormCache`, or ``dy`` is not real.
 
@@ -274,7 +276,13 @@ def batchnorm_backward(dy, cache):
     if not all_finite(dgamma):  # a NaN or inf in dy makes dy * x_hat non-finite
         check_finite(dy, "dy")
         raise overflow_error("dy", dy, dy.dtype)
-    return dx, dgamma, dbeta
+    # dx may overflow in float32 where the exact value fits: then the same formula in float64
+    return fit_dtype((dx, dgamma, dbeta), dy.dtype, lambda: _batchnorm_backward(
+        dy.astype(np.float64), _as_float64(cache)), "dx (the gradient for this dy)")
+
+
+def _as_float64(cache):
+    return BatchNormCache(*(f.astype(np.float64) if isinstance(f, np.ndarray) else f for f in cache))
 
 
 def _batchnorm_backward(dy, cache):
@@ -285,6 +293,7 @@ def _batchnorm_backward(dy, cache):
     return dx, dgamma.reshape(-1).astype(dy.dtype), dbeta.reshape(-1).astype(dy.dtype)
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow is checked by fit_dtype at the end
 def batchnorm_backward_graph(dy, cache):
     """Gradients of Batch Normalization, node by node through the computational graph.
 
@@ -366,8 +375,9 @@ def batchnorm_backward_graph(dy, cache):
     dx = dxc.copy()
     # mu = mean(x)
     dx += per_channel(dmu) / m
-    dtype = x.dtype
-    return tuple(g.astype(dtype, copy=False) for g in (dx, dgamma, dbeta))
+    grads = tuple(g.astype(x.dtype, copy=False) for g in (dx, dgamma, dbeta))
+    return fit_dtype(grads, x.dtype, lambda: batchnorm_backward_graph(
+        dy.astype(np.float64), _as_float64(cache)), "the gradients for this dy")
 
 
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
@@ -420,7 +430,11 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     # y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
     scale = gamma * inverse_std(running_var, eps, "running_var")
     ndim = x.ndim
-    return (x - _per_channel(running_mean, ndim)) * _per_channel(scale, ndim) + _per_channel(beta, ndim)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is checked by fit_dtype
+        y = (x - _per_channel(running_mean, ndim)) * _per_channel(scale, ndim) + _per_channel(beta, ndim)
+    return fit_dtype((y,), x.dtype, lambda: (batchnorm_inference(
+        *(a.astype(np.float64) for a in (x, gamma, beta, running_mean, running_var)), eps),),
+        "y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta")[0]
 
 
 def update_running_stats(
@@ -618,9 +632,12 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps=1e-
     running_var = check_param(running_var, "running_var", out, dtype)
     _check_non_negative(running_var, "running_var")
     scale = gamma * inverse_std(running_var, eps, "running_var")
-    new_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-    new_bias = (bias - running_mean) * scale + beta
-    return new_weight.astype(dtype, copy=False), new_bias.astype(dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is checked by fit_dtype
+        new_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+        new_bias = (bias - running_mean) * scale + beta
+    return fit_dtype((new_weight.astype(dtype, copy=False), new_bias.astype(dtype, copy=False)), dtype,
+                     lambda: fold_batchnorm(*(a.astype(np.float64) for a in (
+                         weight, bias, gamma, beta, running_mean, running_var)), eps), "the folded weight * gamma / sqrt(running_var + eps), or its bias,")
 
 
 def _check_non_negative(var, name):
