@@ -445,6 +445,8 @@ def chapter_glue(chapter: Path, cache_dir: Path | None = None, log=print) -> dic
     memo_key = (str(chapter), hashlib.sha1(chapter.read_bytes()).hexdigest())
     if memo_key in _GLUE_MEMO:
         return _GLUE_MEMO[memo_key]
+    if "{glue" not in chapter.read_text(encoding="utf-8"):
+        return {}  # nothing glued: no need to run the chapter
     executed = cached_execution(chapter, cache_dir)
     if executed is None:
         log(f"{chapter.name}: no execution of its current code in the execution cache; executing it")

@@ -197,11 +197,19 @@ def _validate(nb: nbformat.NotebookNode, found: list[Exercise], where: str) -> N
 def student_notebook(chapter: Path) -> nbformat.NotebookNode:
     """The chapter without its solutions, as a plain notebook (scripts/make_notebooks.py's edition):
     what a student runs, starters and self-checks kept."""
-    import make_notebooks
-
     chapter_nb = jupytext.read(chapter)
     _validate(chapter_nb, exercises(chapter_nb), chapter.name)
-    return make_notebooks.student_notebook(chapter, nb=strip_solutions(chapter_nb))
+    return _plain(chapter, strip_solutions(chapter_nb))
+
+
+def _plain(chapter: Path, nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` (MyST cells of ``chapter``) as a plain notebook, through scripts/make_notebooks.py."""
+    import make_notebooks
+
+    book = make_notebooks.book_for()
+    if Path(chapter).resolve() not in book.info:  # a chapter outside the toc: a book of its own
+        book = make_notebooks.book_for([chapter])
+    return make_notebooks.student_notebook(chapter, nb=nb, book=book)
 
 
 def nbgrader_source_notebook(chapter: Path, points: int = POINTS_PER_CHECK) -> nbformat.NotebookNode:
@@ -228,10 +236,8 @@ def nbgrader_source_notebook(chapter: Path, points: int = POINTS_PER_CHECK) -> n
             cell.source = f"assert {_check_call(cell.source, ex.label)}"
             cell.metadata["nbgrader"] = _nbgrader_metadata(f"{ex.label}-check{_suffix(n)}", grade=True,
                                                            points=points)
-    import make_notebooks
-
     # Rendered as the student edition is (plain markdown, no MyST); nbgrader's cell metadata is kept.
-    nb = make_notebooks.student_notebook(chapter, nb=strip_solutions(chapter_nb))
+    nb = _plain(chapter, strip_solutions(chapter_nb))
     nb.metadata["bnlib"] = {"nbgrader_source_of": chapter.name}
     return nb
 

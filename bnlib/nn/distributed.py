@@ -190,7 +190,7 @@ def check_merge_two(fn, verbose=True):
         data = x + 1e4 if name == "far from zero" else x
         parts = local_moments(data[start:middle]) + local_moments(data[middle:end])
         cases.append((name, parts))
-    return checks.compare(fn, reference, cases, name="merge_two",
+    return checks.compare(fn, reference, cases, name="check_merge_two",
                           output_names=("n", "mean", "m2"), verbose=verbose)
 
 
