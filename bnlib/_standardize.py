@@ -235,12 +235,12 @@ def fit_dtype(results, dtype, redo_in_float64, what):
     float64; an infinity that remains after the cast means the true result does not fit in
     ``dtype``, which is an error naming ``what`` rather than a silent infinity or NaN.
     """
-    if all(np.isfinite(r).all() for r in results):
+    if all(map(all_finite, results)):
         return results
     if np.dtype(dtype) != np.float64:
         with np.errstate(over="ignore", invalid="ignore"):
             results = tuple(np.asarray(r).astype(dtype) for r in redo_in_float64())
-        if all(np.isfinite(r).all() for r in results):
+        if all(map(all_finite, results)):
             return results
     raise ValueError(
         f"{what} overflows {np.dtype(dtype)}: the exact result is beyond its range. Rescale the "

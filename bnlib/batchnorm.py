@@ -33,7 +33,7 @@ from ._checks import (
     check_training_batch,
     values_per_channel,
 )
-from ._standardize import (centred_moments, fit_dtype, inverse_std, overflow_error, standardize,
+from ._standardize import (centred_moments, fit_dtype, inverse_std, standardize,
                            standardize_backward)
 
 __all__ = [
@@ -271,12 +271,12 @@ def batchnorm_backward(dy, cache):
     (True, array([3.]))
     """
     dy = _check_dy(dy, cache)
-    with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are checked below
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are checked below
         dx, dgamma, dbeta = _batchnorm_backward(dy, cache)
-    if not all_finite(dgamma):  # a NaN or inf in dy makes dy * x_hat non-finite
-        check_finite(dy, "dy")
-        raise overflow_error("dy", dy, dy.dtype)
-    # dx may overflow in float32 where the exact value fits: then the same formula in float64
+    if all_finite(dx) and all_finite(dgamma + dbeta):  # the usual case, in two checks
+        return dx, dgamma, dbeta
+    check_finite(dy, "dy")  # a NaN or inf in dy makes the gradients non-finite
+    # else a float32 intermediate overflowed: the same formula in float64, or a clear error
     return fit_dtype((dx, dgamma, dbeta), dy.dtype, lambda: _batchnorm_backward(
         dy.astype(np.float64), _as_float64(cache)), "dx (the gradient for this dy)")
 
