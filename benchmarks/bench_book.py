@@ -131,11 +131,19 @@ def run_one(path: Path) -> dict:
         try:
             proc = psutil.Process(pid)
             while not stop.is_set():
-                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+                # proportional set size where the OS has it: worker processes forked from the kernel
+                # share its pages, which a sum of resident sizes would count once per process
+                rss = sum(_memory(p) for p in [proc, *proc.children(recursive=True)])
                 peak[0] = max(peak[0], rss)
                 stop.wait(0.02)
         except psutil.Error:
             pass
+
+    def _memory(p):
+        try:
+            return p.memory_full_info().pss
+        except (AttributeError, psutil.AccessDenied):
+            return p.memory_info().rss
 
     t_start = time.perf_counter()
     with client.setup_kernel():
