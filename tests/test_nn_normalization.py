@@ -241,3 +241,25 @@ def test_iternorm_converges_to_zca_and_trains_on_tiny_batches():
     assert torch.autograd.gradcheck(
         bnn.DecorrelatedBatchNorm(4, group_size=2, dtype=torch.float64, iterations=3),
         (torch.randn(6, 4, dtype=torch.float64, requires_grad=True),), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, make, shape", [
+    ("LayerNorm", lambda cls: cls(8), (4, 8)),
+    ("GroupNorm", lambda cls: cls(2, 4), (3, 4, 5)),
+    ("InstanceNorm1d", lambda cls: cls(4, affine=True), (3, 4, 5)),
+])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input_propagates_as_in_torch(name, make, shape, bad):
+    """torch's modules propagate NaN/inf (GradScaler relies on it); bnlib's do the same, not raise."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x[0, 0] = bad
+    results = []
+    for cls in (getattr(torch.nn, name), getattr(bnn, name)):
+        xi = x.clone().requires_grad_()
+        y = make(cls)(xi)
+        y.sum().backward()
+        results.append((y.detach(), xi.grad))
+    (y_torch, g_torch), (y_ours, g_ours) = results
+    assert torch.equal(torch.isfinite(y_torch), torch.isfinite(y_ours))
+    assert torch.equal(torch.isfinite(g_torch), torch.isfinite(g_ours))
+    torch.testing.assert_close(y_ours.nan_to_num(), y_torch.nan_to_num())

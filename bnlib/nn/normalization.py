@@ -13,8 +13,10 @@
 
 The numpy-backed modules need CPU tensors of float32 or float64 (half precision is
 computed in float32) and are differentiable once: a second derivative raises torch's
-error for a ``once_differentiable`` function. TorchScript, ``torch.func`` transforms and
-other devices are not supported (bnlib.nn's BatchNorm modules cover those; these modules
+error for a ``once_differentiable`` function. An input with a NaN or an infinity is handed to
+torch's own module, so that it propagates as there (``GradScaler`` relies on that); bnlib's
+numpy core refuses such input. TorchScript, ``torch.func`` transforms and other devices are
+not supported (bnlib.nn's BatchNorm modules cover those; these modules
 are for reading and for the book's experiments).
 """
 
@@ -111,6 +113,8 @@ class LayerNorm(torch.nn.LayerNorm):
 
     def forward(self, input):
         _require_cpu(input, type(self).__name__)
+        if not bool(torch.isfinite(input).all()):  # NaN/inf propagate as in torch's module (bnlib's core refuses them)
+            return super().forward(input)
         ns = tuple(self.normalized_shape)
         if tuple(input.shape[input.dim() - len(ns):]) != ns or input.dim() < len(ns):
             raise RuntimeError(
@@ -140,6 +144,8 @@ class GroupNorm(torch.nn.GroupNorm):
 
     def forward(self, input):
         _require_cpu(input, type(self).__name__)
+        if not bool(torch.isfinite(input).all()):  # NaN/inf propagate as in torch's module (bnlib's core refuses them)
+            return super().forward(input)
         if input.dim() < 2 or input.shape[1] != self.num_channels:
             raise RuntimeError(
                 f"Expected input of shape (N, {self.num_channels}, *), got {list(input.shape)}"
@@ -165,6 +171,8 @@ class _InstanceNormForward:
 
     def forward(self, input):
         _require_cpu(input, type(self).__name__)
+        if not bool(torch.isfinite(input).all()):  # NaN/inf propagate as in torch's module (bnlib's core refuses them)
+            return super().forward(input)
         self._check_input_dim(input)
         unbatched = input.dim() == self._get_no_batch_dim()
         x = input.unsqueeze(0) if unbatched else input
